@@ -1,0 +1,96 @@
+"""Encoding and decoding of topic values, with classified failures.
+
+The fast path is one typed msgspec decode. Only when it fails do we decode
+again, generically, to tell the producer *why* (a dead letter needs a reason
+an operator can act on, not a stack trace).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from .events import SCHEMA_VERSION, Event
+from .examples import DeadLetter, SettledExample
+
+Format = Literal["json", "msgpack"]
+T = TypeVar("T")
+
+#: Largest accepted event value; larger ones are dead-lettered, not parsed.
+MAX_EVENT_BYTES = 256 * 1024
+
+KNOWN_KINDS = ("prediction_requested", "buffer_edited", "tick")
+
+
+class InvalidRecord(ValueError):
+    """A value that cannot become an event; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+_json_event = msgspec.json.Decoder(Event)
+_msgpack_event = msgspec.msgpack.Decoder(Event)
+_json_enc = msgspec.json.Encoder()
+_msgpack_enc = msgspec.msgpack.Encoder()
+
+
+def sniff_format(raw: bytes) -> Format:
+    """JSON text starts with an ASCII byte; a msgpack map starts with 0x80 or above."""
+    head = raw.lstrip()[:1]
+    return "msgpack" if head and head[0] >= 0x80 else "json"
+
+
+def encode(obj: Any, fmt: Format = "json") -> bytes:
+    return _json_enc.encode(obj) if fmt == "json" else _msgpack_enc.encode(obj)
+
+
+def decode(raw: bytes, type_: type[T], fmt: Format | None = None) -> T:
+    fmt = fmt or sniff_format(raw)
+    if fmt == "json":
+        return msgspec.json.decode(raw, type=type_)
+    return msgspec.msgpack.decode(raw, type=type_)
+
+
+def decode_event(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> Event:
+    """Decode one `edits` value (JSON or msgpack) or raise InvalidRecord."""
+    if len(raw) > max_bytes:
+        raise InvalidRecord("payload_too_large", f"{len(raw)} bytes > limit {max_bytes}")
+    fmt = sniff_format(raw)
+    try:
+        return _json_event.decode(raw) if fmt == "json" else _msgpack_event.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise _classify(raw, fmt, exc) from None
+
+
+def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecord:
+    try:
+        generic = msgspec.json.decode(raw) if fmt == "json" else msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError as inner:
+        return InvalidRecord("malformed", f"not valid {fmt}: {inner}")
+    if not isinstance(generic, dict):
+        return InvalidRecord("not_an_object", f"expected an object, got {type(generic).__name__}")
+    version = generic.get("v")
+    if version != SCHEMA_VERSION:
+        return InvalidRecord(
+            "unsupported_version", f"schema version {version!r}, this worker reads {SCHEMA_VERSION}"
+        )
+    kind = generic.get("kind")
+    if kind not in KNOWN_KINDS:
+        return InvalidRecord("unknown_kind", f"kind {kind!r} is not one of {', '.join(KNOWN_KINDS)}")
+    return InvalidRecord("invalid_event", str(exc))
+
+
+def encode_settled(example: SettledExample, fmt: Format = "json") -> bytes:
+    return encode(example, fmt)
+
+
+def decode_settled(raw: bytes) -> SettledExample:
+    return decode(raw, SettledExample)
+
+
+def decode_dead_letter(raw: bytes) -> DeadLetter:
+    return decode(raw, DeadLetter)

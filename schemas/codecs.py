@@ -73,7 +73,7 @@ def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecor
         return InvalidRecord("malformed", f"not valid {fmt}: {inner}")
     if not isinstance(generic, dict):
         return InvalidRecord("not_an_object", f"expected an object, got {type(generic).__name__}")
-    version = generic.get("v")
+    version = generic.get("v", SCHEMA_VERSION)  # absent means the current version
     if version != SCHEMA_VERSION:
         return InvalidRecord(
             "unsupported_version", f"schema version {version!r}, this worker reads {SCHEMA_VERSION}"

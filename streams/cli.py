@@ -1,0 +1,270 @@
+"""The `settle` command."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+err = Console(stderr=True)
+
+BootstrapOpt = Annotated[
+    Optional[str], typer.Option("--bootstrap", "-b", help="Kafka bootstrap host:port [env SETTLE_BOOTSTRAP]")
+]
+PrefixOpt = Annotated[Optional[str], typer.Option(help="topic name prefix [env SETTLE_TOPIC_PREFIX]")]
+PartitionsOpt = Annotated[Optional[int], typer.Option(min=1, help="partitions per topic [env SETTLE_PARTITIONS]")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except (ValueError, TypeError) as exc:
+        raise fail(f"bad SETTLE_* environment setting: {exc}") from None
+
+
+def _existing_file(path: Path) -> Path:
+    if str(path) != "-" and not path.is_file():
+        raise fail(f"{path}: no such file")
+    return path
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 9092,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, in memory) until interrupted."""
+    from .broker import BrokerError, EmbeddedBroker
+
+    b = EmbeddedBroker(port=port, host=host)
+    try:
+        b.start()
+    except BrokerError as exc:
+        raise fail(str(exc)) from None
+    err.print(f"broker ready at [bold]{b.bootstrap}[/] (Ctrl-C to stop)")
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop and b.running:
+            time.sleep(0.2)
+    finally:
+        b.stop()
+    if not stop:
+        raise fail("broker exited unexpectedly", 1)
+    err.print("broker stopped")
+
+
+@app.command()
+def topics(bootstrap: BootstrapOpt = None, prefix: PrefixOpt = None, partitions: PartitionsOpt = None) -> None:
+    """Create settle's topics (explicit partitions and configs)."""
+    from .topics import ensure_topics_sync
+
+    s = _settings(bootstrap=bootstrap, topic_prefix=prefix, partitions=partitions)
+    created = _kafka(lambda: ensure_topics_sync(s), s)
+    err.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+
+
+@app.command()
+def worker(
+    bootstrap: BootstrapOpt = None,
+    prefix: PrefixOpt = None,
+    partitions: PartitionsOpt = None,
+    tick_interval: Annotated[
+        Optional[float], typer.Option(help="seconds between wall-clock ticks (live mode); 0 = off")
+    ] = None,
+    quiescence_ms: Annotated[Optional[int], typer.Option(min=1)] = None,
+    lateness_ms: Annotated[Optional[int], typer.Option(min=0)] = None,
+    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port; 0 = off")] = 0,
+    loglevel: Annotated[str, typer.Option()] = "warning",
+) -> None:
+    """Run a settle worker: `edits` in, `settled` and `dead-letter` out."""
+    from .app import run_worker
+
+    s = _settings(
+        bootstrap=bootstrap,
+        topic_prefix=prefix,
+        partitions=partitions,
+        tick_interval_s=tick_interval,
+        quiescence_ms=quiescence_ms,
+        lateness_ms=lateness_ms,
+    )
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    sys.argv = [sys.argv[0]]  # faust's Worker parses argv of its own
+    _kafka(lambda: run_worker(s, loglevel=loglevel), s)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write ('-' = stdout)")] = Path("-"),
+    sessions: Annotated[int, typer.Option(min=1)] = 20,
+    seed: int = 0,
+    start: Annotated[str, typer.Option(help="'now', 'fixed', or epoch ms of the first event")] = "fixed",
+    source_dir: Annotated[Optional[Path], typer.Option(help="source files to edit (default: stdlib)")] = None,
+    final_tick: Annotated[bool, typer.Option(help="end with a tick that decides every region")] = True,
+) -> None:
+    """Write simulated editor telemetry as JSONL, made from real source files."""
+    from .simulate import SimulationConfig, simulate as run_sim, write_jsonl
+
+    if source_dir is not None and not source_dir.is_dir():
+        raise fail(f"{source_dir}: not a directory")
+    kwargs: dict[str, object] = {"sessions": sessions, "seed": seed, "final_tick": final_tick}
+    if source_dir is not None:
+        kwargs["source_dir"] = source_dir
+    if start == "now":
+        kwargs["start_ms"] = int(time.time() * 1000)
+    elif start != "fixed":
+        try:
+            kwargs["start_ms"] = int(start)
+        except ValueError:
+            raise fail(f"--start must be 'now', 'fixed' or an integer, not {start!r}") from None
+    try:
+        events = run_sim(SimulationConfig(**kwargs))  # type: ignore[arg-type]
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if str(out) == "-":
+        n = write_jsonl(events, sys.stdout.buffer)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        n = write_jsonl(events, out)
+    err.print(f"wrote {n} events")
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(help="JSONL telemetry ('-' = stdin)")],
+    bootstrap: BootstrapOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """Send a JSONL file to `edits`, keyed by buffer (bad lines too: the worker dead-letters them)."""
+    from .kafka_io import produce_lines
+
+    s = _settings(bootstrap=bootstrap, topic_prefix=prefix)
+    _existing_file(file)
+    lines = [line for _, line in _numbered_lines(file)]
+    n = _kafka(lambda: asyncio.run(produce_lines(s, lines)), s)
+    err.print(f"produced {n} records to {s.topic('edits')}")
+
+
+@app.command("settle")
+def settle_offline(
+    file: Annotated[Path, typer.Argument(help="JSONL telemetry ('-' = stdin)")],
+    flush: Annotated[bool, typer.Option(help="at end of input, decide regions still open")] = False,
+    strict: Annotated[bool, typer.Option(help="stop at the first invalid line (exit 2)")] = False,
+    quiescence_ms: Annotated[Optional[int], typer.Option(min=1)] = None,
+    lateness_ms: Annotated[Optional[int], typer.Option(min=0)] = None,
+) -> None:
+    """Offline reference: run the same tracker over a file and print settled examples as JSONL."""
+    from settle.schemas.codecs import encode
+
+    from .offline import settle_records
+
+    s = _settings(quiescence_ms=quiescence_ms, lateness_ms=lateness_ms)
+    _existing_file(file)
+    records = list(_numbered_lines(file))
+    if strict:
+        first_bad = settle_records(records, s.tracker).invalid[:1]
+        if first_bad:
+            lineno, _, message = first_bad[0]
+            raise fail(f"{file}:{lineno}: {message}")
+    result = settle_records(records, s.tracker, flush=flush)
+    for lineno, _, message in result.invalid:
+        err.print(f"{file}:{lineno}: {message}", markup=False)
+    out = sys.stdout.buffer
+    for example in result.examples:
+        out.write(encode(example) + b"\n")
+    out.flush()
+    assert result.tracker is not None
+    st = result.tracker.stats
+    err.print(
+        f"{len(result.examples)} settled, dropped {dict(st.dropped_by_reason)}, "
+        f"{st.late_events} late, {len(result.invalid)} invalid line(s), "
+        f"{result.tracker.open_regions()} still open",
+        markup=False,
+    )
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="logical topic: settled, dead-letter, edits, ...")],
+    bootstrap: BootstrapOpt = None,
+    prefix: PrefixOpt = None,
+    idle: Annotated[float, typer.Option(help="stop after this many seconds without records")] = 5.0,
+) -> None:
+    """Print a topic's values from the beginning as JSON lines, until idle."""
+    from .kafka_io import read_topic
+
+    s = _settings(bootstrap=bootstrap, topic_prefix=prefix)
+    records = _kafka(lambda: asyncio.run(read_topic(s, topic, idle_s=idle)), s)
+    for r in records:
+        sys.stdout.buffer.write(r.value + b"\n")
+    err.print(f"{len(records)} record(s) from {s.topic(topic)}")
+
+
+@app.command()
+def run(
+    sessions: Annotated[int, typer.Option(min=1)] = 20,
+    seed: int = 0,
+    port: Annotated[int, typer.Option(help="embedded broker port (0 = any free)")] = 0,
+    work_dir: Annotated[Path, typer.Option(help="where logs and outputs go")] = Path("var/run"),
+) -> None:
+    """The main job on an embedded default: broker, worker, simulated telemetry, report."""
+    from .demo import run_demo
+
+    try:
+        run_demo(sessions=sessions, seed=seed, port=port, work_dir=work_dir)
+    except RuntimeError as exc:
+        raise fail(str(exc), 1) from None
+
+
+def _numbered_lines(file: Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) for every non-blank line, numbered as in the file."""
+    stream = sys.stdin.buffer if str(file) == "-" else open(file, "rb")
+    with stream:
+        for lineno, line in enumerate(stream, 1):
+            line = line.strip()
+            if line:
+                yield lineno, line
+
+
+def _kafka(fn, s: Settings):  # type: ignore[no-untyped-def]
+    """Run fn, turning 'broker unreachable' into a one-line error instead of a traceback."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    try:
+        return fn()
+    except KafkaConnectionError:
+        raise fail(f"cannot reach a Kafka broker at {s.bootstrap} (start one with `settle broker`)") from None
+    except KafkaError as exc:
+        raise fail(f"Kafka error talking to {s.bootstrap}: {exc}") from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

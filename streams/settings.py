@@ -1,0 +1,84 @@
+"""Every knob of a settle deployment, read once from the environment or the CLI.
+
+The same settings drive the embedded broker and a real Kafka cluster; only
+``bootstrap`` changes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .tracker import TrackerConfig
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "settle."
+    #: prefix of the topics written; empty = same as topic_prefix (a backfill sets its own)
+    output_prefix: str = ""
+    partitions: int = 4
+    quiescence_ms: int = 10_000
+    lateness_ms: int = 2_000
+    ttl_ms: int = 300_000
+    max_region_bytes: int = 4096
+    #: seconds between wall-clock ticks into assigned partitions; 0 = off (replays, backfills)
+    tick_interval_s: float = 0.0
+    batch_size: int = 500
+    batch_within_s: float = 0.05
+    group_prefix: str = "settle"
+    data_dir: Path = Path("var/worker")
+    #: faster rejoin after a crash than Kafka's defaults (see NOTES.md)
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def output_topic(self, name: str) -> str:
+        return f"{self.output_prefix or self.topic_prefix}{name}"
+
+    @property
+    def tracker(self) -> TrackerConfig:
+        return TrackerConfig(
+            quiescence_ms=self.quiescence_ms,
+            lateness_ms=self.lateness_ms,
+            ttl_ms=self.ttl_ms,
+            max_region_bytes=self.max_region_bytes,
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        """``SETTLE_<FIELD>`` environment variables, then explicit overrides (None = unset)."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"SETTLE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+
+def _parse(type_name: object, raw: str) -> object:
+    name = str(type_name)
+    if "int" in name:
+        return int(raw)
+    if "float" in name:
+        return float(raw)
+    if "Path" in name:
+        return Path(raw)
+    return raw
+
+
+#: logical topic names (prefixed at use)
+EDITS, SETTLED, SCORED, KEPT, DEAD_LETTER, MODELS = (
+    "edits",
+    "settled",
+    "scored",
+    "kept",
+    "dead-letter",
+    "models",
+)
+ALL_TOPICS = (EDITS, SETTLED, SCORED, KEPT, DEAD_LETTER, MODELS)

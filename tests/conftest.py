@@ -1,0 +1,41 @@
+"""Shared fixtures: the real embedded broker, started once per test session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from settle.streams.broker import EmbeddedBroker
+from settle.streams.settings import Settings
+
+_prefix_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A Tansu broker on a free port; SETTLE_TEST_BOOTSTRAP points the tests at another one instead."""
+    external = os.environ.get("SETTLE_TEST_BOOTSTRAP")
+    if external:
+        host, port = external.rsplit(":", 1)
+        yield EmbeddedBroker(port=int(port), host=host)
+        return
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    """Settings with topics of their own, so tests never see each other's records."""
+    n = next(_prefix_counter)
+    return Settings(
+        bootstrap=broker.bootstrap,
+        topic_prefix=f"t{os.getpid()}-{n}.",
+        group_prefix=f"g{os.getpid()}-{n}",
+        data_dir=tmp_path / "worker",
+        partitions=4,
+    )

@@ -1,0 +1,174 @@
+"""The settle stream on the real embedded broker, with real worker processes.
+
+Every test compares the `settled` topic with the offline reference on the same
+records: the stream may only be slower, never different.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from settle.schemas.codecs import decode, decode_settled, encode
+from settle.schemas.events import BufferEdited, PredictionRequested, Replacement, Span
+from settle.schemas.examples import DeadLetter, SettledExample
+from settle.streams.kafka_io import Record, produce_lines, read_topic
+from settle.streams.offline import settle_records
+from settle.streams.processes import WorkerProcess
+from settle.streams.settings import DEAD_LETTER, SETTLED, Settings
+from settle.streams.simulate import SimulationConfig, simulate
+from settle.streams.topics import ensure_topics_sync
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def _lines(sessions: int, seed: int) -> list[bytes]:
+    return [encode(e) for e in simulate(SimulationConfig(sessions=sessions, seed=seed))]
+
+
+def _reference(lines: list[bytes], settings: Settings) -> dict[str, SettledExample]:
+    result = settle_records(enumerate(lines), settings.tracker)
+    return {e.id: e for e in result.examples}
+
+
+def _collect(
+    settings: Settings, want: set[str], worker: WorkerProcess, timeout_s: float = 150.0
+) -> list[Record]:
+    """All `settled` records, polled until every wanted id is there (or time is up)."""
+    deadline = time.monotonic() + timeout_s
+    records: list[Record] = []
+    while time.monotonic() < deadline:
+        assert worker.alive, f"worker died:\n{worker.log_tail()}"
+        records = asyncio.run(read_topic(settings, SETTLED, idle_s=1.5))
+        if want <= {decode_settled(r.value).id for r in records}:
+            break
+        time.sleep(1.0)
+    return records
+
+
+def _assert_matches(records: list[Record], reference: dict[str, SettledExample]) -> None:
+    by_id: dict[str, set[bytes]] = {}
+    for r in records:
+        by_id.setdefault(decode_settled(r.value).id, set()).add(r.value)
+    assert set(by_id) == set(reference), (
+        f"missing {sorted(set(reference) - set(by_id))[:5]}, extra {sorted(set(by_id) - set(reference))[:5]}"
+    )
+    for id_, values in by_id.items():
+        assert len(values) == 1, f"{id_}: duplicates differ"  # repeats must be byte-identical
+        assert decode_settled(next(iter(values))) == reference[id_]
+
+
+def test_stream_equals_offline_reference_and_replays_identically(settings: Settings, tmp_path: Path) -> None:
+    lines = _lines(sessions=12, seed=7)
+    reference = _reference(lines, settings)
+    assert len(reference) >= 20, "the simulation should settle a fair number of examples"
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines))
+
+    worker = WorkerProcess(settings, tmp_path / "worker1.log").start()
+    try:
+        _assert_matches(_collect(settings, set(reference), worker), reference)
+    finally:
+        worker.stop()
+
+    # Backfill: a new consumer group re-reads `edits` from the beginning into topics of its own.
+    replay = replace(settings, group_prefix=settings.group_prefix + "-replay", output_prefix=settings.topic_prefix + "replay.")
+    replay_out = replace(settings, topic_prefix=replay.output_prefix)
+    worker = WorkerProcess(replay, tmp_path / "worker2.log").start()
+    try:
+        _assert_matches(_collect(replay_out, set(reference), worker), reference)
+    finally:
+        worker.stop()
+
+
+def test_sigkill_mid_run_loses_nothing(settings: Settings, tmp_path: Path) -> None:
+    """Kill the worker mid-stream, produce more while none runs, restart: nothing lost or invented."""
+    lines = _lines(sessions=16, seed=11)
+    reference = _reference(lines, settings)
+    half = len(lines) // 2
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines[:half]))
+
+    first = WorkerProcess(settings, tmp_path / "worker1.log").start()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if asyncio.run(read_topic(settings, SETTLED, idle_s=0.5)):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"no settled output before the kill:\n{first.log_tail()}")
+    finally:
+        first.kill()
+    before_restart = asyncio.run(read_topic(settings, SETTLED, idle_s=0.5))
+    assert 0 < len({decode_settled(r.value).id for r in before_restart}) < len(reference)
+
+    asyncio.run(produce_lines(settings, lines[half:]))  # arrives while no worker runs
+    second = WorkerProcess(settings, tmp_path / "worker2.log").start()
+    try:
+        _assert_matches(_collect(settings, set(reference), second, timeout_s=180), reference)
+    finally:
+        second.stop()
+
+
+def _request(i: int, **overrides: object) -> PredictionRequested:
+    fields = dict(
+        time_ms=1_000 + i, session_id=f"s{i}", path="a.py", consent=True, encoding="utf-8",
+        request_id=f"r{i}", region=Span(start=0, end=3), region_text="abc", cursor=1,
+    )
+    fields.update(overrides)
+    return PredictionRequested(**fields)  # type: ignore[arg-type]
+
+
+def test_bad_records_go_to_dead_letter_and_the_worker_keeps_going(settings: Settings, tmp_path: Path) -> None:
+    good_before = _request(0)
+    edit = BufferEdited(
+        time_ms=2_000, session_id="s0", path="a.py", consent=True, encoding="utf-8",
+        replacements=[Replacement(start=1, end=2, text="XY")],
+    )
+    bad = {
+        "malformed": b'{"v": 1, "kind": "tick", ',
+        "unsupported_version": b'{"v": 9, "kind": "tick", "time_ms": 5}',
+        "unknown_kind": b'{"v": 1, "kind": "cursor_moved", "time_ms": 5}',
+        "invalid_event": b'{"v": 1, "kind": "tick", "time_ms": "soon"}',
+        "payload_too_large": encode(_request(1, region_text="x" * 300_000, region=Span(start=0, end=300_000))),
+        # valid shape, impossible offsets: region of 3 units holding 2 units of text
+        "offsets_out_of_range": encode(_request(2, region=Span(start=5, end=8), region_text="ab")),
+    }
+    good_after = _request(3)
+    # an edit splitting the 2-byte "é" of an open region is out of range too
+    split = [
+        encode(_request(4, region_text="aé", region=Span(start=0, end=3), cursor=0)),
+        encode(BufferEdited(
+            time_ms=1_010, session_id="s4", path="a.py", consent=True, encoding="utf-8",
+            replacements=[Replacement(start=2, end=2, text="z")],
+        )),
+    ]
+    final_tick = b'{"v": 1, "kind": "tick", "time_ms": 400000}'
+    lines = [encode(good_before), encode(edit), *bad.values(), *split, encode(good_after), final_tick]
+    reference = _reference(lines, settings)
+    assert {e.request_id for e in reference.values()} == {"r0", "r3", "r4"}
+
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines))
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        _assert_matches(_collect(settings, set(reference), worker), reference)
+        dead = asyncio.run(read_topic(settings, DEAD_LETTER, idle_s=1.5))
+    finally:
+        worker.stop()
+    letters = [decode(r.value, DeadLetter) for r in dead]
+    reasons = sorted(d.reason for d in letters)
+    assert reasons == sorted([*bad, "offsets_out_of_range"])
+    for d in letters:
+        assert d.source_topic == settings.topic("edits") and d.offset >= 0 and d.error
+        assert d.value in lines  # the raw bytes, for replay after a fix
+    settled = {e.request_id: e for e in reference.values()}
+    assert settled["r0"].settled_text == "aXYc"
+    assert settled["r4"].settled_text == "aé"  # the bad edit changed nothing
+    assert msgspec.json.decode(dead[0].value)["agent"] == "settle"

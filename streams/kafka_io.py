@@ -116,3 +116,25 @@ async def read_topic(settings: Settings, topic: str, **kwargs: object) -> list[R
 
 
 __all__ = ["Record", "key_of", "produce_lines", "iter_topic", "read_topic", "TopicPartition"]
+
+
+async def committed_offsets(settings: Settings, group_id: str, topic: str = EDITS) -> dict[int, int]:
+    """The offsets a consumer group has committed on a topic, by partition."""
+    name = settings.topic(topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(name) or await _partitions(consumer, name))
+        out = {}
+        for p in partitions:
+            offset = await consumer.committed(TopicPartition(name, p))
+            if offset is not None:
+                out[p] = offset
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way without subscribing
+    return consumer.partitions_for_topic(name) or set()

@@ -17,7 +17,7 @@ import pytest
 from settle.schemas.codecs import decode, decode_settled, encode
 from settle.schemas.events import BufferEdited, PredictionRequested, Replacement, Span
 from settle.schemas.examples import DeadLetter, SettledExample
-from settle.streams.kafka_io import Record, produce_lines, read_topic
+from settle.streams.kafka_io import Record, committed_offsets, produce_lines, read_topic
 from settle.streams.offline import settle_records
 from settle.streams.processes import WorkerProcess
 from settle.streams.settings import DEAD_LETTER, SETTLED, Settings
@@ -95,18 +95,26 @@ def test_sigkill_mid_run_loses_nothing(settings: Settings, tmp_path: Path) -> No
     asyncio.run(produce_lines(settings, lines[:half]))
 
     first = WorkerProcess(settings, tmp_path / "worker1.log").start()
+    group = f"{settings.group_prefix}-settle"
     try:
+        # Kill only once the worker has committed offsets for the whole first half:
+        # a worker that committed past its open regions would now lose them.
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if asyncio.run(read_topic(settings, SETTLED, idle_s=0.5)):
+            settled = asyncio.run(read_topic(settings, SETTLED, idle_s=0.5))
+            committed = asyncio.run(committed_offsets(settings, group))
+            if settled and sum(committed.values()) > 0:
+                time.sleep(3.5)  # past faust's 2.8 s commit interval, with everything consumed
                 break
             time.sleep(0.5)
         else:
-            pytest.fail(f"no settled output before the kill:\n{first.log_tail()}")
+            pytest.fail(f"no settled output or commit before the kill:\n{first.log_tail()}")
     finally:
         first.kill()
+    committed = asyncio.run(committed_offsets(settings, group))
     before_restart = asyncio.run(read_topic(settings, SETTLED, idle_s=0.5))
     assert 0 < len({decode_settled(r.value).id for r in before_restart}) < len(reference)
+    assert 0 < sum(committed.values()) < half, "open regions must hold the commit back"
 
     asyncio.run(produce_lines(settings, lines[half:]))  # arrives while no worker runs
     second = WorkerProcess(settings, tmp_path / "worker2.log").start()
@@ -133,12 +141,12 @@ def test_bad_records_go_to_dead_letter_and_the_worker_keeps_going(settings: Sett
     )
     bad = {
         "malformed": b'{"v": 1, "kind": "tick", ',
-        "unsupported_version": b'{"v": 9, "kind": "tick", "time_ms": 5}',
+        "unsupported_version": b'{"v": 9, "kind": "buffer_edited", "session_id": "s0", "path": "a.py"}',
         "unknown_kind": b'{"v": 1, "kind": "cursor_moved", "time_ms": 5}',
-        "invalid_event": b'{"v": 1, "kind": "tick", "time_ms": "soon"}',
+        "invalid_event": b'{"v": 1, "kind": "buffer_edited", "time_ms": "soon", "session_id": "s0", "path": "a.py"}',
         "payload_too_large": encode(_request(1, region_text="x" * 300_000, region=Span(start=0, end=300_000))),
         # valid shape, impossible offsets: region of 3 units holding 2 units of text
-        "offsets_out_of_range": encode(_request(2, region=Span(start=5, end=8), region_text="ab")),
+        "text_length_mismatch": encode(_request(2, region=Span(start=5, end=8), region_text="ab", cursor=5)),
     }
     good_after = _request(3)
     # an edit splitting the 2-byte "é" of an open region is out of range too
@@ -164,7 +172,7 @@ def test_bad_records_go_to_dead_letter_and_the_worker_keeps_going(settings: Sett
         worker.stop()
     letters = [decode(r.value, DeadLetter) for r in dead]
     reasons = sorted(d.reason for d in letters)
-    assert reasons == sorted([*bad, "offsets_out_of_range"])
+    assert reasons == sorted([*bad, "splits_character"])
     for d in letters:
         assert d.source_topic == settings.topic("edits") and d.offset >= 0 and d.error
         assert d.value in lines  # the raw bytes, for replay after a fix

@@ -1,0 +1,310 @@
+"""The band policy: which settled examples are worth training the student on.
+
+Each example gets k student samples, each scored by its normalised distance to
+the settled text (:mod:`settle.streams.distance`; 1.0 = no better than not
+editing). Examples the student already solves almost always teach it nothing
+(``too_easy``); ones it almost never gets near are mostly noise or beyond it
+(``too_hard``). The middle band is kept.
+
+Two modes:
+
+* ``solve_rate`` (default): a sample *solves* the example when its normalised
+  distance is ``<= solve_threshold``; keep when the share of solving samples
+  lies in ``[keep_min_solve_rate, keep_max_solve_rate]``, ``too_easy`` above,
+  ``too_hard`` below.
+* ``median``: keep when the median normalised distance lies in
+  ``[keep_min_median, keep_max_median]``, ``too_easy`` below, ``too_hard`` above.
+
+Both outcomes are monotone in every sample's distance (a worse sample never
+makes an example easier), ordered ``too_easy < keep < too_hard``. So with some
+samples still to draw, the final decision lies between the decision with all
+the missing samples perfect (distance 0) and with all of them hopeless
+(distance +inf); when those two agree nothing left can change it, and
+:func:`decide_adaptive` stops. That is exact, not a statistical test: the
+adaptive decision always equals :func:`decide` on all k samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+from msgspec import Struct
+
+from settle.schemas.examples import SettledExample
+
+from .prompt import DEFAULT_MAX_CHARS, UnrenderableExample, check_renderable
+
+__all__ = [
+    "Mode",
+    "DecisionKind",
+    "BandPolicy",
+    "Decision",
+    "screen",
+    "decide",
+    "decide_adaptive",
+]
+
+Mode = Literal["solve_rate", "median"]
+DecisionKind = Literal["keep", "too_easy", "too_hard", "unchanged", "invalid"]
+_Band = Literal["too_easy", "keep", "too_hard"]
+
+
+class BandPolicy(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Frozen, recorded on every :class:`Decision` so a kept set can be traced to its rule.
+
+    Defaults are a starting point to calibrate against the student, not truths.
+    """
+
+    v: Literal[1] = 1
+    mode: Mode = "solve_rate"
+    #: samples per example when deciding on all of them
+    k: int = 16
+    #: samples drawn per round by :func:`decide_adaptive`
+    round_size: int = 4
+    #: a sample solves the example when its normalised distance is <= this:
+    #: it got roughly two thirds of the user's edit right
+    solve_threshold: float = 0.34
+    #: keep when solved/k >= this (2 of 16: one lucky sample is not "sometimes")
+    keep_min_solve_rate: float = 0.125
+    #: keep when solved/k <= this (12 of 16: above, the student already has it)
+    keep_max_solve_rate: float = 0.75
+    #: median mode: below this the typical sample is near-perfect (too easy)
+    keep_min_median: float = 0.1
+    #: median mode: above this the typical sample gets little of the edit right;
+    #: below 1.0 so that "typically no better than not editing" is too hard
+    keep_max_median: float = 0.75
+    #: longer original or settled regions are ``invalid``: past the student's
+    #: output budget, and their distances are dominated by length
+    max_region_chars: int = 2048
+    #: prompt budget the scorer and trainer render with (``render_prompt(max_chars=)``)
+    max_prompt_chars: int = DEFAULT_MAX_CHARS
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.round_size < 1:
+            raise ValueError(f"round_size must be >= 1, got {self.round_size}")
+        if not (0 <= self.solve_threshold < math.inf):
+            raise ValueError(f"solve_threshold must be finite and >= 0, got {self.solve_threshold}")
+        if not (0 <= self.keep_min_solve_rate <= self.keep_max_solve_rate <= 1):
+            raise ValueError(
+                "need 0 <= keep_min_solve_rate <= keep_max_solve_rate <= 1, got "
+                f"{self.keep_min_solve_rate}, {self.keep_max_solve_rate}"
+            )
+        if not (0 <= self.keep_min_median <= self.keep_max_median < math.inf):
+            raise ValueError(
+                "need 0 <= keep_min_median <= keep_max_median < inf, got "
+                f"{self.keep_min_median}, {self.keep_max_median}"
+            )
+        if self.max_region_chars < 1 or self.max_prompt_chars < 1:
+            raise ValueError("max_region_chars and max_prompt_chars must be >= 1")
+
+    @property
+    def distance_cap(self) -> float:
+        """Normalised distance above which exact values cannot change a decision.
+
+        Pass to ``sample_distances(cap=)``. Solve-rate mode only asks "<= solve_threshold?".
+        The median of an even k averages two order statistics, so one middle value
+        above ``2 * keep_max_median`` already puts the median above the band
+        whatever the other (>= 0) is.
+        """
+        return self.solve_threshold if self.mode == "solve_rate" else 2 * self.keep_max_median
+
+
+class Decision(Struct, frozen=True, kw_only=True):
+    """What happened to one example, and why, with the policy that decided it."""
+
+    v: Literal[1] = 1
+    decision: DecisionKind
+    #: human-readable, e.g. "5/16 samples within 0.34 of the user's edit size ..."
+    reason: str
+    samples_used: int = 0
+    #: solving samples among those used (None before sampling)
+    solved: int | None = None
+    #: solved / samples_used; with an early stop this is the rate so far, not over k
+    solve_rate: float | None = None
+    #: median normalised distance of the samples used
+    median: float | None = None
+    policy: BandPolicy
+
+
+# --------------------------------------------------------------------------- screening
+
+
+def screen(example: SettledExample, policy: BandPolicy) -> Decision | None:
+    """Decide before sampling: ``invalid`` or ``unchanged``, or None when it needs samples."""
+
+    def drop(kind: DecisionKind, reason: str) -> Decision:
+        return Decision(decision=kind, reason=reason, policy=policy)
+
+    original, settled = example.original_text, example.settled_text
+    if not original and not settled:
+        return drop("invalid", "empty region and empty settled text: nothing to predict")
+    longest = max(len(original), len(settled))
+    if longest > policy.max_region_chars:
+        return drop("invalid", f"region of {longest} chars exceeds max_region_chars={policy.max_region_chars}")
+    try:
+        check_renderable(example)
+    except UnrenderableExample as e:
+        return drop("invalid", str(e))
+    if settled == original:
+        return drop("unchanged", "settled text equals the original region: the user kept it as it was")
+    return None
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+def _check_values(values: Sequence[float]) -> None:
+    for x in values:
+        if not x >= 0:  # also rejects NaN
+            raise ValueError(f"normalised distances must be >= 0, got {x!r}")
+
+
+def _median(ordered: Sequence[float]) -> float:
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _band_of_count(solved: int, n: int, policy: BandPolicy) -> _Band:
+    rate = solved / n
+    if rate > policy.keep_max_solve_rate:
+        return "too_easy"
+    if rate < policy.keep_min_solve_rate:
+        return "too_hard"
+    return "keep"
+
+
+def _band_of_median(median: float, policy: BandPolicy) -> _Band:
+    if median < policy.keep_min_median:
+        return "too_easy"
+    if median > policy.keep_max_median:
+        return "too_hard"
+    return "keep"
+
+
+def _count_solved(values: Iterable[float], policy: BandPolicy) -> int:
+    return sum(1 for x in values if x <= policy.solve_threshold)
+
+
+def _where(band: _Band) -> str:
+    return {"too_easy": "above", "keep": "in", "too_hard": "below"}[band]
+
+
+def decide(normalised_distances: Sequence[float], policy: BandPolicy = BandPolicy()) -> Decision:
+    """Decide on a full set of samples (normally ``policy.k`` of them; any n >= 1 works).
+
+    Rates and medians are over the samples given, so the same rule applies when
+    some generations failed and fewer than k came back.
+    """
+    values = list(normalised_distances)
+    if not values:
+        raise ValueError("decide needs at least one sample")
+    _check_values(values)
+    n = len(values)
+    solved = _count_solved(values, policy)
+    median = _median(sorted(values))
+    if policy.mode == "solve_rate":
+        band = _band_of_count(solved, n, policy)
+        reason = (
+            f"{solved}/{n} samples within {policy.solve_threshold:g} of the user's edit size: "
+            f"solve rate {solved / n:.3g} {_where(band)} "
+            f"[{policy.keep_min_solve_rate:g}, {policy.keep_max_solve_rate:g}]"
+        )
+    else:
+        band = _band_of_median(median, policy)
+        where = {"too_easy": "below", "keep": "in", "too_hard": "above"}[band]
+        reason = (
+            f"median normalised distance {median:.3g} over {n} samples {where} "
+            f"[{policy.keep_min_median:g}, {policy.keep_max_median:g}]"
+        )
+    return Decision(
+        decision=band,
+        reason=reason,
+        samples_used=n,
+        solved=solved,
+        solve_rate=solved / n,
+        median=median,
+        policy=policy,
+    )
+
+
+def _settled_band(seen: list[float], policy: BandPolicy) -> tuple[_Band, str] | None:
+    """The final band if no remaining sample can change it, with the bounds that prove it."""
+    k = policy.k
+    remaining = k - len(seen)
+    if policy.mode == "solve_rate":
+        solved = _count_solved(seen, policy)
+        # final solved count lies in [solved, solved + remaining]
+        lo, hi = _band_of_count(solved + remaining, k, policy), _band_of_count(solved, k, policy)
+        if lo != hi:
+            return None
+        return lo, f"final count in [{solved}, {solved + remaining}] of {k}"
+    ordered = sorted(seen)
+    # order statistics of the final k: missing samples all 0 (best) or all +inf (worst)
+    best = _median([0.0] * remaining + ordered)
+    worst = _median(ordered + [math.inf] * remaining)
+    lo, hi = _band_of_median(best, policy), _band_of_median(worst, policy)
+    if lo != hi:
+        return None
+    return lo, f"final median in [{best:.3g}, {worst:.3g}]"
+
+
+def decide_adaptive(
+    sample_round: Callable[[int], Sequence[float]] | Iterable[Sequence[float]],
+    policy: BandPolicy = BandPolicy(),
+) -> Decision:
+    """Draw samples in rounds of ``policy.round_size`` and stop once the decision is fixed.
+
+    ``sample_round`` is either a callable taking how many samples to draw (at
+    most ``round_size``; the last round may be shorter so the total never
+    exceeds k) and returning exactly that many normalised distances, or an
+    iterable of already-drawn rounds (a final round past k is truncated). The
+    decision always equals ``decide`` on all k samples; ``samples_used`` counts
+    samples actually drawn, and the statistics cover only those.
+    """
+    k = policy.k
+    seen: list[float] = []
+    rounds = None if callable(sample_round) else iter(sample_round)
+    while True:
+        settled = _settled_band(seen, policy)
+        if settled is not None:
+            break
+        want = min(policy.round_size, k - len(seen))
+        if rounds is None:
+            got = list(sample_round(want))  # type: ignore[operator]
+            if len(got) != want:
+                raise ValueError(f"asked for {want} samples, got {len(got)}")
+        else:
+            nxt = next(rounds, None)
+            if nxt is None:
+                raise ValueError(f"rounds ran out after {len(seen)} of {k} samples with the decision open")
+            got = list(nxt)[: k - len(seen)]
+            if not got:
+                raise ValueError("empty round")
+        _check_values(got)
+        seen.extend(got)
+
+    band, bounds = settled
+    n = len(seen)
+    if n == k:
+        return decide(seen, policy)
+    solved = _count_solved(seen, policy)
+    if not seen:
+        head = "no samples needed"
+    elif policy.mode == "solve_rate":
+        head = f"{solved}/{n} samples within {policy.solve_threshold:g} of the user's edit size"
+    else:
+        head = f"median normalised distance {_median(sorted(seen)):.3g} over {n} samples"
+    return Decision(
+        decision=band,
+        reason=f"{head}; stopped after {n} of {k}: {bounds}, {band} whatever the rest",
+        samples_used=n,
+        solved=solved if seen else None,
+        solve_rate=solved / n if seen else None,
+        median=_median(sorted(seen)) if seen else None,
+        policy=policy,
+    )

@@ -15,6 +15,7 @@ import msgspec
 
 from .events import Event
 from .examples import DeadLetter, SettledExample
+from .scored import ScoredExample
 
 SCHEMA_DIR = Path(__file__).parent / "jsonschema"
 
@@ -23,6 +24,7 @@ DOCUMENTS: dict[str, Any] = {
     "event.json": Event,
     "settled_example.json": SettledExample,
     "dead_letter.json": DeadLetter,
+    "scored_example.json": ScoredExample,
 }
 
 

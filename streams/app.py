@@ -32,16 +32,14 @@ from .settling import PartitionSettler
 log = logging.getLogger("settle.worker")
 
 
-def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
-    """Build the Faust app with the settle agent (and the live ticker when enabled)."""
-    worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}"
-    app = faust.App(
-        f"{settings.group_prefix}-settle",
+def base_app_settings(settings: Settings, role: str) -> dict[str, Any]:
+    """Faust settings every settle app shares: raw bytes in and out, fast rejoin after a crash."""
+    return dict(
         broker=f"kafka://{settings.bootstrap}",
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,
-        datadir=str(settings.data_dir),
+        datadir=str(settings.data_dir / role),
         topic_partitions=settings.partitions,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
@@ -49,6 +47,12 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
         producer_acks=-1,
         topic_disable_leader=True,
     )
+
+
+def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
+    """Build the Faust app with the settle agent (and the live ticker when enabled)."""
+    worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}"
+    app = faust.App(f"{settings.group_prefix}-settle", **base_app_settings(settings, "settle"))
     edits = app.topic(settings.topic(EDITS), partitions=settings.partitions)
     outputs = {
         name: app.topic(settings.output_topic(name), partitions=settings.partitions)

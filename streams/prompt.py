@@ -40,6 +40,7 @@ from typing import ClassVar, Final, Literal
 
 from settle.schemas.events import Diagnostic, EditStep, Excerpt
 from settle.schemas.examples import SettledExample
+from settle.schemas.scored import DEFAULT_MAX_CHARS
 
 ENDOFTEXT: Final = "<|endoftext|>"
 EDITABLE_REGION_START: Final = "<|editable_region_start|>"
@@ -74,10 +75,6 @@ STRUCTURAL_MARKERS: Final[tuple[str, ...]] = (
     DIAGNOSTICS,
     OUTPUT,
 )
-
-#: Default prompt budget in characters (about 2k tokens of code at ~4 chars/token),
-#: sized for a small student's context with room left for the region output.
-DEFAULT_MAX_CHARS: Final = 8192
 
 _SPECIAL_RE: Final = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 _LINE_RE: Final = re.compile(r"[^\n]*\n|[^\n]+")

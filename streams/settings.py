@@ -27,6 +27,8 @@ class Settings:
     #: seconds between wall-clock ticks into assigned partitions; 0 = off (replays, backfills)
     tick_interval_s: float = 0.0
     batch_size: int = 500
+    #: settled examples scored together (one sampling batch)
+    score_batch_size: int = 16
     batch_within_s: float = 0.05
     group_prefix: str = "settle"
     data_dir: Path = Path("var/worker")

@@ -34,6 +34,7 @@ log = logging.getLogger("settle.worker")
 
 def base_app_settings(settings: Settings, role: str) -> dict[str, Any]:
     """Faust settings every settle app shares: raw bytes in and out, fast rejoin after a crash."""
+    (settings.data_dir / role).mkdir(parents=True, exist_ok=True)
     return dict(
         broker=f"kafka://{settings.bootstrap}",
         key_serializer="raw",

@@ -12,11 +12,12 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line: greppable
 
 BootstrapOpt = Annotated[
     Optional[str], typer.Option("--bootstrap", "-b", help="Kafka bootstrap host:port [env SETTLE_BOOTSTRAP]")
@@ -26,7 +27,7 @@ PartitionsOpt = Annotated[Optional[int], typer.Option(min=1, help="partitions pe
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -252,8 +253,11 @@ def _numbered_lines(file: Path) -> Iterator[tuple[int, bytes]]:
 
 def _kafka(fn, s: Settings):  # type: ignore[no-untyped-def]
     """Run fn, turning 'broker unreachable' into a one-line error instead of a traceback."""
+    import logging
+
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one-line error below says it
     try:
         return fn()
     except KafkaConnectionError:

@@ -55,9 +55,9 @@ async def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str =
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
     )
-    await producer.start()
     sent = 0
     try:
+        await producer.start()
         partitions = sorted(await producer.partitions_for(name))
         pending = []
         for raw in lines:
@@ -93,8 +93,8 @@ async def iter_topic(
         auto_offset_reset="earliest",
         enable_auto_commit=group_id is not None,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         count = 0
         started = last = time.monotonic()
         while True:
@@ -122,8 +122,8 @@ async def committed_offsets(settings: Settings, group_id: str, topic: str = EDIT
     """The offsets a consumer group has committed on a topic, by partition."""
     name = settings.topic(topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = sorted(consumer.partitions_for_topic(name) or await _partitions(consumer, name))
         out = {}
         for p in partitions:

@@ -21,8 +21,8 @@ TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
 async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[str]:
     """Create missing topics; returns the full names that were created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
@@ -41,7 +41,10 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS)
                 pass
         return [t.name for t in wanted]
     finally:
-        await admin.close()
+        try:
+            await admin.close()
+        except Exception:  # never started: nothing to close
+            pass
 
 
 def ensure_topics_sync(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[str]:

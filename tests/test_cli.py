@@ -1,0 +1,108 @@
+"""Every `settle` entry point answers bad input with a clear error, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from settle.streams.cli import app
+
+runner = CliRunner()
+UNREACHABLE = "127.0.0.1:1"
+
+GOOD = [
+    '{"v":1,"kind":"prediction_requested","time_ms":1000,"session_id":"s","path":"a.py","consent":true,'
+    '"encoding":"utf-8","request_id":"r1","region":{"start":0,"end":3},"region_text":"abc","cursor":1}',
+    '{"v":1,"kind":"buffer_edited","time_ms":2000,"session_id":"s","path":"a.py","consent":true,'
+    '"encoding":"utf-8","replacements":[{"start":1,"end":2,"text":"XY"}]}',
+]
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_settle_offline_prints_examples_and_reports_bad_lines(tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join([GOOD[0], "{oops", "", GOOD[1], '{"v":3,"kind":"tick","time_ms":1}']) + "\n")
+    code, out, err = _run("settle", str(f), "--flush")
+    assert code == 0
+    (example,) = [json.loads(line) for line in out.splitlines()]
+    assert example["settled_text"] == "aXYc"
+    assert f"{f}:2: malformed" in err and f"{f}:5: unsupported_version" in err
+    assert "2 invalid line(s)" in err
+
+
+def test_settle_offline_strict_stops_at_first_bad_line(tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join([GOOD[0], "[1,2]", GOOD[1]]) + "\n")
+    code, out, err = _run("settle", str(f), "--strict")
+    assert code == 2 and out == "" and ":2: not_an_object" in err
+
+
+def test_settle_offline_without_flush_keeps_quiet_regions_open(tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(GOOD) + "\n")
+    code, out, err = _run("settle", str(f))
+    assert code == 0 and out == "" and "1 still open" in err
+
+
+@pytest.mark.parametrize("command", [["settle"], ["produce"], ["score", "--model", "nowhere"]])
+def test_missing_input_file(command: list[str], tmp_path: Path) -> None:
+    code, _, err = _run(*command[:1], str(tmp_path / "missing.jsonl"), *command[1:])
+    assert code == 2 and "no such file" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["produce", "{file}", "-b", UNREACHABLE],
+        ["tail", "settled", "-b", UNREACHABLE],
+        ["topics", "-b", UNREACHABLE],
+        ["worker", "-b", UNREACHABLE],
+    ],
+)
+def test_unreachable_broker_is_one_clear_line(args: list[str], tmp_path: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text(GOOD[0] + "\n")
+    code, _, err = _run(*[a.replace("{file}", str(f)) for a in args])
+    assert code == 2 and "cannot reach a Kafka broker at 127.0.0.1:1" in err
+
+
+def test_simulate_rejects_bad_options(tmp_path: Path) -> None:
+    code, _, err = _run("simulate", "--start", "yesterday")
+    assert code == 2 and "--start must be" in err
+    code, _, err = _run("simulate", "--source-dir", str(tmp_path / "nope"))
+    assert code == 2 and "not a directory" in err
+    code, _, err = _run("simulate", "--sessions", "0")
+    assert code == 2
+
+
+def test_simulate_writes_decodable_jsonl(tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    code, _, err = _run("simulate", "-o", str(out), "--sessions", "2", "--seed", "3")
+    assert code == 0 and "wrote" in err
+    code, stdout, _ = _run("settle", str(out))
+    assert code == 0 and stdout.strip()
+
+
+def test_broker_refuses_a_port_in_use() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        code, _, err = _run("broker", "--port", str(s.getsockname()[1]))
+    assert code == 2 and "already in use" in err
+
+
+def test_bad_environment_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SETTLE_PARTITIONS", "many")
+    f = tmp_path / "t.jsonl"
+    f.write_text(GOOD[0] + "\n")
+    code, _, err = _run("produce", str(f))
+    assert code == 2 and "SETTLE_" in err

@@ -15,6 +15,7 @@ import msgspec
 
 from .events import Event
 from .examples import DeadLetter, SettledExample
+from .models import ModelPublished
 from .scored import ScoredExample
 
 SCHEMA_DIR = Path(__file__).parent / "jsonschema"
@@ -25,6 +26,7 @@ DOCUMENTS: dict[str, Any] = {
     "settled_example.json": SettledExample,
     "dead_letter.json": DeadLetter,
     "scored_example.json": ScoredExample,
+    "model_published.json": ModelPublished,
 }
 
 

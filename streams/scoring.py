@@ -106,7 +106,9 @@ def score_batch(
             prompt = render_prompt(example, max_chars=policy.max_prompt_chars)
             pending[i] = _Pending(example, prompt)
 
-    round_size = policy.round_size if config.adaptive else policy.k
+    # Full k draws the very same rounds and merely never stops early, so adaptive
+    # and full see identical samples and can only differ in how many they use.
+    round_size = policy.round_size
     round_index = 0
     active = list(pending)
     while active:

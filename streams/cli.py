@@ -241,6 +241,206 @@ def run(
         raise fail(str(exc), 1) from None
 
 
+def _scoring_config(
+    k: int, round_size: int, mode: str, solve_threshold: float, keep_min: float, keep_max: float,
+    temperature: float, top_p: float, max_new_tokens: int, seed: int, adaptive: bool,
+):  # type: ignore[no-untyped-def]
+    from settle.schemas.scored import BandPolicy
+
+    from .scoring import ScoringConfig
+
+    try:
+        if mode == "median":
+            policy = BandPolicy(mode="median", k=k, round_size=round_size, keep_min_median=keep_min, keep_max_median=keep_max)
+        elif mode == "solve_rate":
+            policy = BandPolicy(
+                k=k, round_size=round_size, solve_threshold=solve_threshold,
+                keep_min_solve_rate=keep_min, keep_max_solve_rate=keep_max,
+            )
+        else:
+            raise ValueError(f"--mode must be solve_rate or median, not {mode!r}")
+    except ValueError as exc:
+        raise fail(f"bad band policy: {exc}") from None
+    if not 0 < top_p <= 1:
+        raise fail("--top-p must be in (0, 1]")
+    return ScoringConfig(
+        policy=policy, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        seed=seed, adaptive=adaptive,
+    )
+
+
+K = Annotated[int, typer.Option(min=1, help="samples per example")]
+Mode = Annotated[str, typer.Option(help="band mode: solve_rate or median")]
+
+
+def _student(model: Path):  # type: ignore[no-untyped-def]
+    from .student_source import ModelDirError, OnnxStudent
+
+    try:
+        return OnnxStudent(model)
+    except ModelDirError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def student(
+    out: Annotated[Path, typer.Option("--out", "-o", help="model directory to create")],
+    shape: Annotated[str, typer.Option(help="tiny, small or qwen2.5-0.5b (random weights)")] = "tiny",
+    seed: int = 0,
+    max_files: Annotated[Optional[int], typer.Option(help="source files for the tokenizer")] = 200,
+) -> None:
+    """Make a student offline: own tokenizer, random weights, ONNX export with a KV cache."""
+    from settle.trainer.student import SHAPES, make_model_dir
+
+    if shape not in SHAPES:
+        raise fail(f"--shape must be one of {', '.join(SHAPES)}")
+    if out.exists() and any(out.iterdir()):
+        raise fail(f"{out} exists and is not empty")
+    make_model_dir(out, shape=shape, seed=seed, max_files=max_files)
+    err.print(f"student written to {out}")
+
+
+@app.command()
+def score(
+    file: Annotated[Path, typer.Argument(help="settled examples as JSONL ('-' = stdin)")],
+    model: Annotated[Path, typer.Option(help="exported student directory")],
+    k: K = 16,
+    round_size: int = 4,
+    mode: Mode = "solve_rate",
+    solve_threshold: float = 0.34,
+    keep_min: Annotated[float, typer.Option(help="lower edge of the kept band")] = 0.125,
+    keep_max: Annotated[float, typer.Option(help="upper edge of the kept band")] = 0.75,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    adaptive: bool = True,
+    batch: Annotated[int, typer.Option(min=1, help="examples sampled together")] = 16,
+    kept_only: Annotated[bool, typer.Option(help="print only the kept examples")] = False,
+) -> None:
+    """Offline scorer: sample the student, measure distances, print scored examples as JSONL."""
+    import msgspec
+
+    from settle.schemas.codecs import decode_settled, encode
+
+    from .scoring import score_batch
+
+    _existing_file(file)
+    config = _scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
+                             max_new_tokens, seed, adaptive)
+    source = _student(model)
+    examples = []
+    for lineno, raw in _numbered_lines(file):
+        try:
+            examples.append(decode_settled(raw))
+        except msgspec.DecodeError as exc:
+            err.print(f"{file}:{lineno}: not a settled example: {exc}", markup=False)
+    counts: dict[str, int] = {}
+    out = sys.stdout.buffer
+    for i in range(0, len(examples), batch):
+        for s in score_batch(examples[i : i + batch], source, config):
+            counts[s.decision.decision] = counts.get(s.decision.decision, 0) + 1
+            if not kept_only or s.decision.decision == "keep":
+                out.write(encode(s) + b"\n")
+    out.flush()
+    err.print(f"{len(examples)} scored with {source.model_name} {source.model_version}: {counts}", markup=False)
+
+
+@app.command()
+def scorer(
+    model: Annotated[Path, typer.Option(help="student to start with (a newer published one on `models` wins)")],
+    name: Annotated[str, typer.Option(help="model name to follow on `models`")] = "student",
+    bootstrap: BootstrapOpt = None,
+    prefix: PrefixOpt = None,
+    k: K = 16,
+    round_size: int = 4,
+    mode: Mode = "solve_rate",
+    solve_threshold: float = 0.34,
+    keep_min: float = 0.125,
+    keep_max: float = 0.75,
+    temperature: float = 0.8,
+    top_p: float = 0.95,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    adaptive: bool = True,
+    loglevel: str = "warning",
+) -> None:
+    """Run a scoring worker: `settled` in, `scored` and `kept` out; hot-reloads published models."""
+    from .score_app import ModelHolder, run_scorer
+    from .student_source import OnnxStudent
+
+    s = _settings(bootstrap=bootstrap, topic_prefix=prefix)
+    config = _scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
+                             max_new_tokens, seed, adaptive)
+    holder = ModelHolder(_student(model), name, OnnxStudent)
+    sys.argv = [sys.argv[0]]
+    _kafka(lambda: run_scorer(s, holder, config, loglevel=loglevel), s)
+
+
+def _parse_every(every: str) -> float:
+    """'30m', '2h', '45s' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if every[-1:] in units:
+            value = float(every[:-1]) * units[every[-1]]
+        else:
+            value = float(every)
+    except ValueError:
+        raise fail(f"--every must look like 30m, 2h, 45s or seconds, not {every!r}") from None
+    if value <= 0:
+        raise fail("--every must be positive")
+    return value
+
+
+@app.command()
+def bootstrap(
+    cache: Annotated[Path, typer.Option(help="where bootstrap students are cached")] = Path("var/cache"),
+    steps: Annotated[int, typer.Option(min=1)] = 600,
+    shape: str = "small",
+) -> None:
+    """Train (or reuse) the first student on simulated sessions; prints its directory."""
+    from settle.trainer.bootstrap import BootstrapRecipe, bootstrap_student
+
+    path = bootstrap_student(cache, BootstrapRecipe(shape=shape, steps=steps))
+    print(path)
+
+
+@app.command()
+def train(
+    registry: Annotated[Path, typer.Option(help="model versions live here")] = Path("var/models"),
+    name: Annotated[str, typer.Option(help="model name on `models`")] = "student",
+    bootstrap_dir: Annotated[
+        Optional[Path], typer.Option("--bootstrap-model", help="start from this model when nothing is published")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="fine-tuning steps per run")] = 60,
+    min_examples: Annotated[int, typer.Option(min=1)] = 8,
+    every: Annotated[Optional[str], typer.Option(help="loop: run again after this long (30m, 2h)")] = None,
+    bootstrap: BootstrapOpt = None,
+    prefix: PrefixOpt = None,
+) -> None:
+    """One trainer run on what arrived on `kept` since the last (or one every --every)."""
+    from settle.trainer.finetune import FinetuneConfig
+    from settle.trainer.run import TrainConfig, train_once
+
+    s = _settings(bootstrap=bootstrap, topic_prefix=prefix)
+    if bootstrap_dir is not None and not (bootstrap_dir / "model.onnx").exists():
+        raise fail(f"{bootstrap_dir} is not an exported student")
+    interval = _parse_every(every) if every else None
+    config = TrainConfig(
+        registry=registry, name=name, bootstrap_dir=bootstrap_dir, min_examples=min_examples,
+        finetune=FinetuneConfig(steps=steps, batch_size=8, warmup_steps=min(10, steps // 5)),
+    )
+    while True:
+        try:
+            report = _kafka(lambda: train_once(s, config), s)
+        except RuntimeError as exc:
+            raise fail(str(exc)) from None
+        err.print(f"train: {report.status}: {report.reason}", markup=False)
+        if interval is None:
+            return
+        time.sleep(interval)
+
+
 def _numbered_lines(file: Path) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line) for every non-blank line, numbered as in the file."""
     stream = sys.stdin.buffer if str(file) == "-" else open(file, "rb")

@@ -12,23 +12,78 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import faust
 import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import StreamT
 
-from settle.schemas.codecs import decode_settled, encode
+from settle.schemas.codecs import decode, decode_settled, encode
 from settle.schemas.examples import DeadLetter, SettledExample
+from settle.schemas.models import ModelPublished
 
 from .app import base_app_settings
 from .scoring import SampleSource, ScoringConfig, score_batch
-from .settings import DEAD_LETTER, KEPT, SCORED, SETTLED, Settings
+from .settings import DEAD_LETTER, KEPT, MODELS, SCORED, SETTLED, Settings
 
 log = logging.getLogger("settle.scorer")
 
 
-def create_score_app(settings: Settings, source: SampleSource, config: ScoringConfig) -> faust.App:
+class ModelHolder:
+    """The scorer's current student. Read once per batch, so a whole batch is scored
+    by one model and a hot reload never drops or double-scores an example."""
+
+    def __init__(self, source: SampleSource, name: str, load: Callable[[Path], SampleSource]) -> None:
+        self.source = source
+        self.name = name
+        self.load = load
+        self.offset = 0  # next `models` offset to read
+
+    def apply(self, message: ModelPublished) -> bool:
+        """Swap to ``message``'s model when it is a newer published version of ours."""
+        if message.status != "published" or message.name != self.name:
+            return False
+        if message.version == self.source.model_version:
+            return False
+        self.source = self.load(Path(message.location))
+        log.warning("scorer now uses %s %s", message.name, message.version)
+        return True
+
+
+async def catch_up(settings: Settings, holder: ModelHolder, timeout_ms: int = 500) -> None:
+    """Apply every `models` message from holder.offset on (one partition: in order)."""
+    tp = TopicPartition(settings.topic(MODELS), 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        consumer.assign([tp])
+        consumer.seek(tp, holder.offset)
+        while True:
+            batches = await consumer.getmany(tp, timeout_ms=timeout_ms)
+            msgs = batches.get(tp, [])
+            if not msgs:
+                return
+            for m in msgs:
+                holder.offset = m.offset + 1
+                try:
+                    message = decode(m.value or b"", ModelPublished)
+                except msgspec.DecodeError as exc:
+                    log.warning("ignoring undecodable `models` record at offset %d: %s", m.offset, exc)
+                    continue
+                try:
+                    await asyncio.to_thread(holder.apply, message)
+                except Exception as exc:  # a broken model directory must not kill the scorer
+                    log.error("cannot load %s %s from %s: %s", message.name, message.version, message.location, exc)
+    finally:
+        await consumer.stop()
+
+
+def create_score_app(
+    settings: Settings, holder: ModelHolder, config: ScoringConfig, reload_interval_s: float = 2.0
+) -> faust.App:
     app = faust.App(f"{settings.group_prefix}-score", **base_app_settings(settings, "score"))
     settled = app.topic(settings.topic(SETTLED), partitions=settings.partitions)
     out = {n: app.topic(settings.output_topic(n), partitions=settings.partitions) for n in (SCORED, KEPT, DEAD_LETTER)}
@@ -57,7 +112,7 @@ def create_score_app(settings: Settings, source: SampleSource, config: ScoringCo
             while len(recent) > 100_000:
                 recent.popitem(last=False)
             if examples:
-                scored = await asyncio.to_thread(score_batch, examples, source, config)
+                scored = await asyncio.to_thread(score_batch, examples, holder.source, config)
                 for s in scored:
                     key, value = s.id.encode(), encode(s)
                     deliveries.append(await out[SCORED].send(key=key, value=value, force=True))
@@ -68,12 +123,17 @@ def create_score_app(settings: Settings, source: SampleSource, config: ScoringCo
             for event in batch:
                 await stream.ack(event)
 
+    @app.timer(reload_interval_s)
+    async def reload_models() -> None:
+        await catch_up(settings, holder, timeout_ms=200)
+
     return app
 
 
-def run_scorer(settings: Settings, source: SampleSource, config: ScoringConfig, loglevel: str = "warning") -> None:
+def run_scorer(settings: Settings, holder: ModelHolder, config: ScoringConfig, loglevel: str = "warning") -> None:
     from .topics import ensure_topics_sync
 
     ensure_topics_sync(settings)
-    app = create_score_app(settings, source, config)
+    asyncio.run(catch_up(settings, holder))  # start on the newest published model, not a stale one
+    app = create_score_app(settings, holder, config)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -39,3 +39,11 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "worker",
         partitions=4,
     )
+
+
+@pytest.fixture(scope="session")
+def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny student (own tokenizer, random weights) exported to ONNX, built once per session."""
+    from settle.trainer.student import make_model_dir
+
+    return make_model_dir(tmp_path_factory.mktemp("student") / "v0", shape="tiny", max_files=20)

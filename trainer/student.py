@@ -188,3 +188,24 @@ def load_student(model_dir: str | Path, dtype: str | None = None, device: str = 
 def stop_token_ids(tokenizer) -> list[int]:
     """Ids of ``STOP_TOKENS`` in ``tokenizer``."""
     return [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
+
+
+def make_model_dir(dest: str | Path, shape: str = "tiny", seed: int = 0, max_files: int | None = None,
+                   hf_dir: str | Path | None = None) -> Path:
+    """A servable model directory: ONNX export + tokenizer at the top, transformers weights in ``hf/``.
+
+    This is the layout scorers load and the trainer fine-tunes from; a random
+    student is built first unless ``hf_dir`` names existing weights.
+    """
+    from .export import export_onnx
+
+    dest = Path(dest)
+    hf = dest / "hf"
+    if hf_dir is None:
+        build_student(hf, shape=shape, seed=seed, max_files=max_files)
+    else:
+        import shutil
+
+        shutil.copytree(hf_dir, hf)
+    export_onnx(hf, dest)
+    return dest

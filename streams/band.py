@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
+import msgspec
 from msgspec import Struct
 
 from settle.schemas.examples import SettledExample
@@ -47,6 +48,7 @@ __all__ = [
     "decide",
     "decide_adaptive",
     "decision_is_final",
+    "calibrate",
 ]
 
 _Band = Literal["too_easy", "keep", "too_hard"]
@@ -240,3 +242,28 @@ def decision_is_final(seen: Sequence[float], policy: BandPolicy) -> bool:
     over the same rounds.
     """
     return len(seen) >= policy.k or _settled_band(list(seen), policy) is not None
+
+
+def calibrate(medians: Sequence[float], base: BandPolicy = BandPolicy(), *, easy: float = 0.25, hard: float = 0.75) -> BandPolicy:
+    """A median-mode policy whose band is the ``easy``..``hard`` quantiles of a student's medians.
+
+    The default thresholds assume a student that often beats "not editing"; a
+    small or young student may never do so, and then every example is
+    ``too_hard``. Calibrating on the student's own median normalised distances
+    keeps the examples that are middling *for this student*: the easiest
+    quarter is too easy, the hardest quarter too hard (with the defaults).
+    Infinite medians (unparseable majorities) count as hardest.
+    """
+    if not 0 <= easy < hard <= 1:
+        raise ValueError(f"need 0 <= easy < hard <= 1, got {easy}, {hard}")
+    finite = sorted(m for m in medians if math.isfinite(m))
+    if len(finite) < 2:
+        raise ValueError(f"need at least 2 finite medians to calibrate, got {len(finite)}")
+    ordered = finite + [math.inf] * (len(medians) - len(finite))
+
+    def quantile(q: float) -> float:
+        value = ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+        return value if math.isfinite(value) else finite[-1]
+
+    low, high = quantile(easy), quantile(hard)
+    return msgspec.structs.replace(base, mode="median", keep_min_median=low, keep_max_median=max(low, high))

@@ -244,13 +244,20 @@ def run(
 def _scoring_config(
     k: int, round_size: int, mode: str, solve_threshold: float, keep_min: float, keep_max: float,
     temperature: float, top_p: float, max_new_tokens: int, seed: int, adaptive: bool,
+    policy_file: Path | None = None,
 ):  # type: ignore[no-untyped-def]
+    import msgspec
+
     from settle.schemas.scored import BandPolicy
 
     from .scoring import ScoringConfig
 
     try:
-        if mode == "median":
+        if policy_file is not None:
+            if not policy_file.is_file():
+                raise ValueError(f"{policy_file}: no such file")
+            policy = msgspec.json.decode(policy_file.read_bytes(), type=BandPolicy)
+        elif mode == "median":
             policy = BandPolicy(mode="median", k=k, round_size=round_size, keep_min_median=keep_min, keep_max_median=keep_max)
         elif mode == "solve_rate":
             policy = BandPolicy(
@@ -259,7 +266,7 @@ def _scoring_config(
             )
         else:
             raise ValueError(f"--mode must be solve_rate or median, not {mode!r}")
-    except ValueError as exc:
+    except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise fail(f"bad band policy: {exc}") from None
     if not 0 < top_p <= 1:
         raise fail("--top-p must be in (0, 1]")
@@ -270,6 +277,9 @@ def _scoring_config(
 
 
 K = Annotated[int, typer.Option(min=1, help="samples per example")]
+PolicyOpt = Annotated[
+    Optional[Path], typer.Option("--policy", help="band policy JSON (from `settle calibrate`); overrides the band flags")
+]
 Mode = Annotated[str, typer.Option(help="band mode: solve_rate or median")]
 
 
@@ -317,6 +327,7 @@ def score(
     adaptive: bool = True,
     batch: Annotated[int, typer.Option(min=1, help="examples sampled together")] = 16,
     kept_only: Annotated[bool, typer.Option(help="print only the kept examples")] = False,
+    policy: PolicyOpt = None,
 ) -> None:
     """Offline scorer: sample the student, measure distances, print scored examples as JSONL."""
     import msgspec
@@ -327,7 +338,7 @@ def score(
 
     _existing_file(file)
     config = _scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
-                             max_new_tokens, seed, adaptive)
+                             max_new_tokens, seed, adaptive, policy)
     source = _student(model)
     examples = []
     for lineno, raw in _numbered_lines(file):
@@ -363,6 +374,7 @@ def scorer(
     max_new_tokens: int = 128,
     seed: int = 0,
     adaptive: bool = True,
+    policy: PolicyOpt = None,
     loglevel: str = "warning",
 ) -> None:
     """Run a scoring worker: `settled` in, `scored` and `kept` out; hot-reloads published models."""
@@ -371,10 +383,63 @@ def scorer(
 
     s = _settings(bootstrap=bootstrap, topic_prefix=prefix)
     config = _scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
-                             max_new_tokens, seed, adaptive)
+                             max_new_tokens, seed, adaptive, policy)
     holder = ModelHolder(_student(model), name, OnnxStudent)
     sys.argv = [sys.argv[0]]
     _kafka(lambda: run_scorer(s, holder, config, loglevel=loglevel), s)
+
+
+@app.command()
+def calibrate(
+    file: Annotated[Path, typer.Argument(help="settled examples as JSONL")],
+    model: Annotated[Path, typer.Option(help="exported student directory")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="policy JSON to write")] = Path("policy.json"),
+    k: K = 8,
+    easy: Annotated[float, typer.Option(help="quantile below which examples are too easy")] = 0.25,
+    hard: Annotated[float, typer.Option(help="quantile above which examples are too hard")] = 0.75,
+    max_new_tokens: int = 128,
+) -> None:
+    """Fit a median-mode band to a student's own difficulty quantiles and write it as JSON."""
+    import msgspec
+
+    from settle.schemas.codecs import decode_settled
+    from settle.schemas.scored import BandPolicy
+
+    from .band import calibrate as fit
+
+    _existing_file(file)
+    source = _student(model)
+    examples = []
+    for lineno, raw in _numbered_lines(file):
+        try:
+            examples.append(decode_settled(raw))
+        except msgspec.DecodeError as exc:
+            err.print(f"{file}:{lineno}: not a settled example: {exc}", markup=False)
+    try:
+        policy = calibrate_policy(examples, source, BandPolicy(mode="median", k=k), easy, hard, max_new_tokens)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(policy)) + b"\n")
+    err.print(f"band [{policy.keep_min_median:.3g}, {policy.keep_max_median:.3g}] written to {out}", markup=False)
+
+
+def calibrate_policy(examples, source, base, easy: float, hard: float, max_new_tokens: int):  # type: ignore[no-untyped-def]
+    """Score with an unbounded median band (exact medians), then fit the band to their quantiles."""
+    import math
+
+    import msgspec
+
+    from .band import calibrate as fit
+    from .scoring import ScoringConfig, score_batch
+
+    wide = msgspec.structs.replace(base, mode="median", keep_min_median=0.0, keep_max_median=1e9)
+    config = ScoringConfig(policy=wide, max_new_tokens=max_new_tokens, adaptive=False)
+    medians = []
+    for i in range(0, len(examples), 16):
+        for s in score_batch(examples[i : i + 16], source, config):
+            if s.decision.samples_used:
+                medians.append(s.decision.median if s.decision.median is not None else math.inf)
+    return fit(medians, base, easy=easy, hard=hard)
 
 
 def _parse_every(every: str) -> float:
@@ -395,7 +460,7 @@ def _parse_every(every: str) -> float:
 @app.command()
 def bootstrap(
     cache: Annotated[Path, typer.Option(help="where bootstrap students are cached")] = Path("var/cache"),
-    steps: Annotated[int, typer.Option(min=1)] = 600,
+    steps: Annotated[int, typer.Option(min=1)] = 300,
     shape: str = "small",
 ) -> None:
     """Train (or reuse) the first student on simulated sessions; prints its directory."""

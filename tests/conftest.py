@@ -47,3 +47,15 @@ def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from settle.trainer.student import make_model_dir
 
     return make_model_dir(tmp_path_factory.mktemp("student") / "v0", shape="tiny", max_files=20)
+
+
+@pytest.fixture(scope="session")
+def bootstrapped_student() -> Path:
+    """A small student trained briefly on simulated sessions: parses its output, solves little.
+
+    Cached in var/cache (SETTLE_TEST_CACHE) so local reruns skip the ~1-2 min of training.
+    """
+    from settle.trainer.bootstrap import BootstrapRecipe, bootstrap_student
+
+    cache = Path(os.environ.get("SETTLE_TEST_CACHE", Path(__file__).resolve().parents[1] / "var" / "cache"))
+    return bootstrap_student(cache, BootstrapRecipe(shape="small", steps=200), progress=False)

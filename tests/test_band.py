@@ -355,3 +355,24 @@ def test_distance_cap_never_changes_a_decision(
     plain = sample_distances(samples, original, settled)
     capped = sample_distances(samples, original, settled, cap=policy.distance_cap)
     assert decide(capped.normalised, policy).decision == decide(plain.normalised, policy).decision
+
+
+def test_calibrate_puts_the_band_on_the_students_own_quantiles() -> None:
+    from settle.streams.band import calibrate, decide
+
+    medians = [0.5, 0.9, 1.0, 1.1, 1.2, 1.5, 2.0, 3.0, math.inf]
+    policy = calibrate(medians, BandPolicy(k=4), easy=0.25, hard=0.75)
+    # 9 values, indices round(0.25*8)=2 and round(0.75*8)=6: 1.0 and 2.0
+    assert (policy.mode, policy.keep_min_median, policy.keep_max_median, policy.k) == ("median", 1.0, 2.0, 4)
+    assert decide([0.5] * 4, policy).decision == "too_easy"
+    assert decide([1.5] * 4, policy).decision == "keep"
+    assert decide([2.5] * 4, policy).decision == "too_hard"
+
+
+def test_calibrate_refuses_too_little_data() -> None:
+    from settle.streams.band import calibrate
+
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        calibrate([1.0, math.inf])
+    with pytest.raises(ValueError, match="easy < hard"):
+        calibrate([1.0, 2.0], easy=0.8, hard=0.2)

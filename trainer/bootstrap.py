@@ -32,7 +32,7 @@ class BootstrapRecipe:
     sessions: int = 80
     #: not the demo's seed: the bootstrap must not have seen the demo's sessions
     seed: int = 123
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 8
     lr: float = 3e-3
     max_tokens: int = 768

@@ -1,0 +1,112 @@
+"""The whole loop on the real broker: settle -> score -> kept -> train -> publish -> hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from settle.schemas.codecs import decode, encode
+from settle.schemas.scored import ScoredExample
+from settle.streams.kafka_io import produce_lines, read_topic
+from settle.streams.offline import settle_records
+from settle.streams.processes import WorkerProcess
+from settle.streams.settings import KEPT, SCORED, Settings
+from settle.streams.simulate import SimulationConfig, simulate
+from settle.streams.topics import ensure_topics_sync
+from settle.trainer.finetune import FinetuneConfig
+from settle.trainer.metrics import GateTolerance
+from settle.trainer.run import TrainConfig, publish_bootstrap, train_once
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+#: wide enough that a tiny, briefly trained student keeps something; the band
+#: arithmetic itself is tested exactly in test_band.py
+SCORER_ARGS = ("--k", "8", "--mode", "median", "--keep-min", "0.0", "--keep-max", "3.0", "--max-new-tokens", "96")
+
+
+def _telemetry(seed: int, sessions: int) -> list[bytes]:
+    return [encode(e) for e in simulate(SimulationConfig(sessions=sessions, seed=seed))]
+
+
+def _scored(settings: Settings, topic: str = SCORED) -> list[ScoredExample]:
+    return [decode(r.value, ScoredExample) for r in asyncio.run(read_topic(settings, topic, idle_s=1.5))]
+
+
+def _wait_scored(settings: Settings, ids: set[str], worker: WorkerProcess, timeout_s: float = 240) -> list[ScoredExample]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert worker.alive, worker.log_tail()
+        scored = _scored(settings)
+        if ids <= {s.id for s in scored}:
+            return scored
+        time.sleep(1.0)
+    pytest.fail(f"only {len(ids & {s.id for s in _scored(settings)})}/{len(ids)} scored:\n{worker.log_tail()}")
+
+
+def test_whole_loop_publishes_a_second_model_and_the_scorer_switches(
+    settings: Settings, tmp_path: Path, bootstrapped_student: Path
+) -> None:
+    ensure_topics_sync(settings)
+    config = TrainConfig(
+        registry=tmp_path / "models",
+        min_examples=4,
+        eval_fraction=0.3,
+        max_new_tokens=96,
+        finetune=FinetuneConfig(steps=20, batch_size=4, warmup_steps=2, lr=1e-3),
+        # the gate is tested in test_trainer_metrics.py; here any candidate may go live
+        tolerance=GateTolerance(delta_chrf=100.0, parse_rate=1.0, reversal_ratio=1.0, exact_match_rate=1.0),
+        idle_s=2.0,
+    )
+    first = publish_bootstrap(settings, config, bootstrapped_student)
+    assert first.version == "v0001"
+
+    settle = WorkerProcess(settings, tmp_path / "settle.log").start()
+    scorer = WorkerProcess(
+        settings, tmp_path / "scorer.log", command="scorer",
+        extra_args=("--model", str(bootstrapped_student), *SCORER_ARGS),
+    ).start()
+    try:
+        batch1 = _telemetry(seed=21, sessions=6)
+        ids1 = {e.id for e in settle_records(enumerate(batch1), settings.tracker).examples}
+        asyncio.run(produce_lines(settings, batch1))
+        scored = _wait_scored(settings, ids1, scorer)
+        kept = _scored(settings, KEPT)
+        decisions = Counter(s.decision.decision for s in scored)
+        assert kept, f"nothing kept: {decisions}"
+        assert {s.id for s in kept} < {s.id for s in scored}, decisions  # a strict subset
+        assert all(s.decision.decision == "keep" for s in kept)
+        assert {s.model_version for s in scored} == {"v0001"}
+
+        report = train_once(settings, config, progress=False)
+        assert report.status == "published", report.reason
+        assert report.message is not None and report.message.version == "v0002"
+        assert report.message.parent_version == "v0001"
+        version_dir = Path(report.message.location)
+        for name in ("model.onnx", "tokenizer.json", "hf", "model.json", "manifest.json"):
+            assert (version_dir / name).exists(), name
+        assert report.message.data_offsets and report.message.metrics["count"] > 0
+
+        deadline = time.monotonic() + 60
+        while "now uses student v0002" not in scorer.log_tail(200):
+            assert time.monotonic() < deadline, scorer.log_tail()
+            time.sleep(0.5)
+
+        batch2 = _telemetry(seed=22, sessions=4)
+        ids2 = {e.id for e in settle_records(enumerate(batch2), settings.tracker).examples} - ids1
+        asyncio.run(produce_lines(settings, batch2))
+        scored = _wait_scored(settings, ids1 | ids2, scorer)
+    finally:
+        scorer.stop()
+        settle.stop()
+    versions = {s.id: s.model_version for s in scored if s.id in ids2}
+    assert set(versions.values()) == {"v0002"}
+    per_id = Counter(s.id for s in scored)
+    assert max(per_id.values()) == 1, "an example was scored twice"
+
+    # the next run starts after the committed offsets: only the new kept examples
+    again = train_once(settings, config, progress=False)
+    assert again.new_examples <= len(ids2)

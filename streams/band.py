@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import msgspec
-from msgspec import Struct
 
 from settle.schemas.examples import SettledExample
 

@@ -330,9 +330,8 @@ def score(
     policy: PolicyOpt = None,
 ) -> None:
     """Offline scorer: sample the student, measure distances, print scored examples as JSONL."""
-    import msgspec
 
-    from settle.schemas.codecs import decode_settled, encode
+    from settle.schemas.codecs import encode
 
     from .scoring import score_batch
 
@@ -340,12 +339,7 @@ def score(
     config = _scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
                              max_new_tokens, seed, adaptive, policy)
     source = _student(model)
-    examples = []
-    for lineno, raw in _numbered_lines(file):
-        try:
-            examples.append(decode_settled(raw))
-        except msgspec.DecodeError as exc:
-            err.print(f"{file}:{lineno}: not a settled example: {exc}", markup=False)
+    examples = _read_settled(file)
     counts: dict[str, int] = {}
     out = sys.stdout.buffer
     for i in range(0, len(examples), batch):
@@ -402,19 +396,12 @@ def calibrate(
     """Fit a median-mode band to a student's own difficulty quantiles and write it as JSON."""
     import msgspec
 
-    from settle.schemas.codecs import decode_settled
     from settle.schemas.scored import BandPolicy
 
-    from .band import calibrate as fit
 
     _existing_file(file)
     source = _student(model)
-    examples = []
-    for lineno, raw in _numbered_lines(file):
-        try:
-            examples.append(decode_settled(raw))
-        except msgspec.DecodeError as exc:
-            err.print(f"{file}:{lineno}: not a settled example: {exc}", markup=False)
+    examples = _read_settled(file)
     try:
         policy = calibrate_policy(examples, source, BandPolicy(mode="median", k=k), easy, hard, max_new_tokens)
     except ValueError as exc:
@@ -504,6 +491,21 @@ def train(
         if interval is None:
             return
         time.sleep(interval)
+
+
+def _read_settled(file: Path) -> list:  # type: ignore[type-arg]
+    """Settled examples of a JSONL file; a bad line is reported with its number and skipped."""
+    import msgspec
+
+    from settle.schemas.codecs import decode_settled
+
+    examples = []
+    for lineno, raw in _numbered_lines(file):
+        try:
+            examples.append(decode_settled(raw))
+        except msgspec.DecodeError as exc:
+            err.print(f"{file}:{lineno}: not a settled example: {exc}", markup=False)
+    return examples
 
 
 def _numbered_lines(file: Path) -> Iterator[tuple[int, bytes]]:

@@ -14,22 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-EOS_TOKEN = "<|endoftext|>"
-# Order fixes the ids: <|endoftext|> is 0, the rest follow. The prompt format (streams/prompt.py)
-# uses exactly these strings; they must stay single tokens.
-SPECIAL_TOKENS: tuple[str, ...] = (
-    EOS_TOKEN,
-    "<|editable_region_start|>",
-    "<|editable_region_end|>",
-    "<|user_cursor_is_here|>",
-    "<|edit_history|>",
-    "<|excerpt|>",
-    "<|related|>",
-    "<|diagnostics|>",
-    "<|output|>",
-)
+from settle.streams.prompt import EDITABLE_REGION_END, ENDOFTEXT, SPECIAL_TOKENS
+
+EOS_TOKEN = ENDOFTEXT
+# SPECIAL_TOKENS come from the one prompt format; their order fixes the ids
+# (<|endoftext|> is 0) and each must stay a single token.
 # Sampling ends a row at either of these.
-STOP_TOKENS: tuple[str, ...] = ("<|editable_region_end|>", EOS_TOKEN)
+STOP_TOKENS: tuple[str, ...] = (EDITABLE_REGION_END, EOS_TOKEN)
 
 
 @dataclass(frozen=True)

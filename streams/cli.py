@@ -369,9 +369,14 @@ def scorer(
     seed: int = 0,
     adaptive: bool = True,
     policy: PolicyOpt = None,
+    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port; 0 = off")] = 0,
     loglevel: str = "warning",
 ) -> None:
     """Run a scoring worker: `settled` in, `scored` and `kept` out; hot-reloads published models."""
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     from .score_app import ModelHolder, run_scorer
     from .student_source import OnnxStudent
 

@@ -13,6 +13,7 @@ import asyncio
 import shutil
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from settle.schemas.codecs import decode, decode_settled, encode
+from settle.schemas.codecs import decode, decode_event, decode_settled, encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy, ScoredExample
 
@@ -29,15 +30,19 @@ from .kafka_io import produce_lines, read_topic
 from .offline import settle_records
 from .processes import WorkerProcess
 from .settings import DEAD_LETTER, SCORED, SETTLED, Settings
-from .simulate import SimulationConfig, simulate
+from .simulate import SimulationConfig, continue_after, simulate
 from .topics import ensure_topics_sync
 
 K = 8
 MAX_NEW_TOKENS = 96
 
 
-def _telemetry(seed: int, sessions: int) -> list[bytes]:
-    return [encode(e) for e in simulate(SimulationConfig(sessions=sessions, seed=seed))]
+def _telemetry(seed: int, sessions: int, after: list[bytes] | None = None) -> list[bytes]:
+    """JSONL lines of simulated sessions; ``after`` = continue in event time after those lines."""
+    config = SimulationConfig(sessions=sessions, seed=seed)
+    if after:
+        config = replace(config, start_ms=continue_after([decode_event(line) for line in after]))
+    return [encode(e) for e in simulate(config)]
 
 
 def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: float = 600.0) -> None:
@@ -68,9 +73,9 @@ def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: flo
     )
 
     first = _telemetry(seed, sessions)
-    second = _telemetry(seed + 1, max(2, sessions // 2))
+    second = _telemetry(seed + 1, max(2, sessions // 2), after=first)
     reference = {e.id: e for e in settle_records(enumerate(first)).examples}
-    second_ids = {e.id for e in settle_records(enumerate(second)).examples} - set(reference)
+    second_ids = {e.id for e in settle_records(enumerate(first + second)).examples} - set(reference)
 
     with EmbeddedBroker(port=port, log_path=work_dir / "broker.log") as broker:
         settings = Settings.from_env(bootstrap=broker.bootstrap, data_dir=work_dir / "worker")

@@ -23,6 +23,11 @@ DROPPED = Gauge("settle_dropped_regions", "Regions dropped, by reason (since sta
 DEAD = Gauge("settle_dead_letters", "Records dead-lettered, by reason (since start)", ["partition", "reason"])
 
 
+DECISIONS = Counter("settle_scored_total", "Scorer decisions, by decision and model version", ["decision", "model_version"])
+SAMPLES = Counter("settle_samples_total", "Student samples drawn by the scorer")
+SCORE_SECONDS = Histogram("settle_score_batch_seconds", "Time to score one batch", buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120))
+
+
 def observe_settlers(settlers: Mapping[int, "PartitionSettler"]) -> None:
     for partition, s in settlers.items():
         p = str(partition)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from settle.schemas.codecs import decode, decode_settled, encode
 from settle.schemas.examples import DeadLetter, SettledExample
 from settle.schemas.models import ModelPublished
 
+from . import metrics
 from .app import base_app_settings
 from .scoring import SampleSource, ScoringConfig, score_batch
 from .settings import DEAD_LETTER, KEPT, MODELS, SCORED, SETTLED, Settings
@@ -112,8 +114,12 @@ def create_score_app(
             while len(recent) > 100_000:
                 recent.popitem(last=False)
             if examples:
+                started = time.perf_counter()
                 scored = await asyncio.to_thread(score_batch, examples, holder.source, config)
+                metrics.SCORE_SECONDS.observe(time.perf_counter() - started)
                 for s in scored:
+                    metrics.DECISIONS.labels(s.decision.decision, s.model_version).inc()
+                    metrics.SAMPLES.inc(s.decision.samples_used)
                     key, value = s.id.encode(), encode(s)
                     deliveries.append(await out[SCORED].send(key=key, value=value, force=True))
                     if s.decision.decision == "keep":

@@ -28,7 +28,7 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -1041,3 +1041,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def continue_after(events: Sequence[Event], gap_ms: int = 60_000) -> int:
+    """A start time for more telemetry after ``events`` (final tick included).
+
+    Telemetry appended to a topic must move on in event time: events older than
+    the watermark the earlier batch left behind are late by definition.
+    """
+    return max(e.time_ms for e in events) + gap_ms

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from settle.schemas.codecs import decode, encode
+from settle.schemas.codecs import decode, decode_event, encode
 from settle.schemas.scored import ScoredExample
 from settle.streams.kafka_io import produce_lines, read_topic
 from settle.streams.offline import settle_records
 from settle.streams.processes import WorkerProcess
 from settle.streams.settings import KEPT, SCORED, Settings
-from settle.streams.simulate import SimulationConfig, simulate
+from settle.streams.simulate import SimulationConfig, continue_after, simulate
 from settle.streams.topics import ensure_topics_sync
 from settle.trainer.finetune import FinetuneConfig
 from settle.trainer.metrics import GateTolerance
@@ -28,8 +29,11 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 SCORER_ARGS = ("--k", "8", "--mode", "median", "--keep-min", "0.0", "--keep-max", "3.0", "--max-new-tokens", "96")
 
 
-def _telemetry(seed: int, sessions: int) -> list[bytes]:
-    return [encode(e) for e in simulate(SimulationConfig(sessions=sessions, seed=seed))]
+def _telemetry(seed: int, sessions: int, after: list[bytes] | None = None) -> list[bytes]:
+    config = SimulationConfig(sessions=sessions, seed=seed)
+    if after:  # appended telemetry moves on in event time, or all of it would be late
+        config = replace(config, start_ms=continue_after([decode_event(line) for line in after]))
+    return [encode(e) for e in simulate(config)]
 
 
 def _scored(settings: Settings, topic: str = SCORED) -> list[ScoredExample]:
@@ -95,15 +99,18 @@ def test_whole_loop_publishes_a_second_model_and_the_scorer_switches(
             assert time.monotonic() < deadline, scorer.log_tail()
             time.sleep(0.5)
 
-        batch2 = _telemetry(seed=22, sessions=4)
-        ids2 = {e.id for e in settle_records(enumerate(batch2), settings.tracker).examples} - ids1
+        batch2 = _telemetry(seed=22, sessions=4, after=batch1)
+        reference = {e.id: e for e in settle_records(enumerate(batch1 + batch2), settings.tracker).examples}
+        ids2 = set(reference) - ids1
         asyncio.run(produce_lines(settings, batch2))
         scored = _wait_scored(settings, ids1 | ids2, scorer)
     finally:
         scorer.stop()
         settle.stop()
-    versions = {s.id: s.model_version for s in scored if s.id in ids2}
-    assert set(versions.values()) == {"v0002"}
+    later = [s for s in scored if s.id in ids2]
+    assert {s.model_version for s in later} == {"v0002"}
+    assert all(s.example == reference[s.id] for s in later)  # the same settling as offline
+    assert any(s.decision.samples_used for s in later), "the new model sampled nothing"
     per_id = Counter(s.id for s in scored)
     assert max(per_id.values()) == 1, "an example was scored twice"
 

@@ -106,3 +106,37 @@ def test_bad_environment_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     f.write_text(GOOD[0] + "\n")
     code, _, err = _run("produce", str(f))
     assert code == 2 and "SETTLE_" in err
+
+
+def test_train_rejects_bad_options(tmp_path: Path) -> None:
+    code, _, err = _run("train", "--every", "soon", "-b", UNREACHABLE)
+    assert code == 2 and "--every must look like" in err
+    code, _, err = _run("train", "--bootstrap-model", str(tmp_path), "-b", UNREACHABLE)
+    assert code == 2 and "not an exported student" in err
+
+
+def test_student_refuses_unknown_shape_and_non_empty_dir(tmp_path: Path) -> None:
+    code, _, err = _run("student", "-o", str(tmp_path / "s"), "--shape", "huge")
+    assert code == 2 and "--shape must be one of" in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    code, _, err = _run("student", "-o", str(tmp_path / "full"))
+    assert code == 2 and "not empty" in err
+
+
+def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Path) -> None:
+    settled = tmp_path / "settled.jsonl"
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(GOOD) + "\n")
+    code, out, _ = _run("settle", str(f), "--flush")
+    settled.write_text(out + "{not an example}\n")
+    bad_policy = tmp_path / "policy.json"
+    bad_policy.write_text('{"k": 0}')
+    code, _, err = _run("score", str(settled), "--model", str(student_dir), "--policy", str(bad_policy))
+    assert code == 2 and "bad band policy" in err
+    code, _, err = _run("score", str(settled), "--model", str(student_dir), "--keep-min", "0.9", "--keep-max", "0.1")
+    assert code == 2 and "bad band policy" in err
+    code, out, err = _run("score", str(settled), "--model", str(student_dir), "--k", "2", "--max-new-tokens", "4")
+    assert code == 0 and ":2: not a settled example" in err
+    (scored,) = [json.loads(line) for line in out.splitlines()]
+    assert scored["decision"]["policy"]["k"] == 2 and scored["model_version"].startswith("sha-")

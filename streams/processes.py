@@ -32,7 +32,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "wb")  # a fresh log per start: callers grep it
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "settle.streams.cli", self.command, *self.extra_args],
             stdout=log,

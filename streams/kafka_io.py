@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from settle.schemas.events import buffer_key
 
-from .settings import EDITS, Settings
+from .settings import DEAD_LETTER, EDITS, Settings
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,29 @@ async def read_topic(settings: Settings, topic: str, **kwargs: object) -> list[R
 
 
 __all__ = ["Record", "key_of", "produce_lines", "iter_topic", "read_topic", "TopicPartition"]
+
+
+async def dead_letter(
+    settings: Settings,
+    records: Iterable[tuple[str, int, int, bytes | None, bytes, str, str]],
+    agent: str,
+) -> int:
+    """Send (topic, partition, offset, key, value, reason, error) records to `dead-letter`."""
+    from settle.schemas.codecs import encode
+    from settle.schemas.examples import DeadLetter
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    sent = 0
+    try:
+        await producer.start()
+        for topic, partition, offset, key, value, reason, error in records:
+            letter = DeadLetter(reason=reason, error=error, source_topic=topic, partition=partition,
+                                offset=offset, key=key, value=value, agent=agent)
+            await producer.send_and_wait(settings.output_topic(DEAD_LETTER), key=key, value=encode(letter))
+            sent += 1
+    finally:
+        await producer.stop()
+    return sent
 
 
 async def committed_offsets(settings: Settings, group_id: str, topic: str = EDITS) -> dict[int, int]:

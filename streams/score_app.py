@@ -28,6 +28,7 @@ from settle.schemas.models import ModelPublished
 
 from . import metrics
 from .app import base_app_settings
+from .kafka_io import dead_letter
 from .scoring import SampleSource, ScoringConfig, score_batch
 from .settings import DEAD_LETTER, KEPT, MODELS, SCORED, SETTLED, Settings
 
@@ -43,6 +44,9 @@ class ModelHolder:
         self.name = name
         self.load = load
         self.offset = 0  # next `models` offset to read
+        #: dead-letter bad `models` records; every scorer reads all of `models`, so each
+        #: reports a bad one (same source offset: dedupe on it)
+        self.dead_letters = True
 
     def apply(self, message: ModelPublished) -> bool:
         """Swap to ``message``'s model when it is a newer published version of ours."""
@@ -73,7 +77,10 @@ async def catch_up(settings: Settings, holder: ModelHolder, timeout_ms: int = 50
                 try:
                     message = decode(m.value or b"", ModelPublished)
                 except msgspec.DecodeError as exc:
-                    log.warning("ignoring undecodable `models` record at offset %d: %s", m.offset, exc)
+                    log.warning("undecodable `models` record at offset %d: %s", m.offset, exc)
+                    if holder.dead_letters:
+                        await dead_letter(settings, [(tp.topic, 0, m.offset, m.key, m.value or b"", "invalid_model_message",
+                                                      str(exc))], agent="score-models")
                     continue
                 try:
                     await asyncio.to_thread(holder.apply, message)

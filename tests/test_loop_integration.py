@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from settle.schemas.codecs import decode, decode_event, encode
+from settle.schemas.examples import DeadLetter
 from settle.schemas.scored import ScoredExample
 from settle.streams.kafka_io import produce_lines, read_topic
 from settle.streams.offline import settle_records
 from settle.streams.processes import WorkerProcess
-from settle.streams.settings import KEPT, SCORED, Settings
+from settle.streams.settings import DEAD_LETTER, KEPT, SCORED, Settings
 from settle.streams.simulate import SimulationConfig, continue_after, simulate
 from settle.streams.topics import ensure_topics_sync
 from settle.trainer.finetune import FinetuneConfig
@@ -85,8 +86,11 @@ def test_whole_loop_publishes_a_second_model_and_the_scorer_switches(
         assert all(s.decision.decision == "keep" for s in kept)
         assert {s.model_version for s in scored} == {"v0001"}
 
+        asyncio.run(produce_lines(settings, [b"{garbage on kept"], topic=KEPT))
         report = train_once(settings, config, progress=False)
         assert report.status == "published", report.reason
+        dead = [decode(r.value, DeadLetter) for r in asyncio.run(read_topic(settings, DEAD_LETTER, idle_s=1.0))]
+        assert [(d.agent, d.reason) for d in dead] == [("train", "malformed")]
         assert report.message is not None and report.message.version == "v0002"
         assert report.message.parent_version == "v0001"
         version_dir = Path(report.message.location)

@@ -163,6 +163,7 @@ class UndecodableRecord:
     key: bytes | None
     reason: str
     error: str
+    value: bytes = b""
 
 
 @dataclass
@@ -262,7 +263,7 @@ async def read_kept(
                         batch.scored.append(decode_kept(m.value))
                     except InvalidTrainingRecord as exc:
                         batch.undecodable.append(
-                            UndecodableRecord(tp.partition, m.offset, m.key, exc.reason, exc.message)
+                            UndecodableRecord(tp.partition, m.offset, m.key, exc.reason, exc.message, m.value or b"")
                         )
                     batch.end_offsets[tp.partition] = m.offset + 1
     finally:

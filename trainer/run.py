@@ -19,7 +19,8 @@ import msgspec
 from settle.schemas.codecs import encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.models import ModelPublished
-from settle.streams.settings import Settings
+from settle.streams.kafka_io import dead_letter
+from settle.streams.settings import KEPT, Settings
 
 from .dataset import commit_kept, dedupe, load_jsonl, read_kept, render, split, tokenize_pairs, trainer_group_id
 from .finetune import FinetuneConfig
@@ -89,6 +90,11 @@ def train_once(settings: Settings, config: TrainConfig = TrainConfig(), *, progr
     messages = asyncio.run(history(settings))
     parent_dir, parent_version = current_model(messages, config)
     batch = asyncio.run(read_kept(settings, group, idle_s=config.idle_s))
+    if batch.undecodable:
+        # the offsets move past them, so they go where an operator can find and replay them
+        asyncio.run(dead_letter(settings, [
+            (settings.topic(KEPT), u.partition, u.offset, u.key, u.value, u.reason, u.error) for u in batch.undecodable
+        ], agent="train"))
     examples, _ = dedupe(batch.examples)
     if len(examples) < config.min_examples:
         return RunReport("skipped", f"{len(examples)} new kept examples < min_examples={config.min_examples}",

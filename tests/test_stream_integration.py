@@ -180,3 +180,35 @@ def test_bad_records_go_to_dead_letter_and_the_worker_keeps_going(settings: Sett
     assert settled["r0"].settled_text == "aXYc"
     assert settled["r4"].settled_text == "aé"  # the bad edit changed nothing
     assert msgspec.json.decode(dead[0].value)["agent"] == "settle"
+
+
+def test_live_ticks_settle_a_quiet_partition_and_metrics_are_served(settings: Settings, tmp_path: Path) -> None:
+    """No event after the edit: only the worker's wall-clock ticks can settle the region."""
+    import urllib.request
+
+    from settle.streams.broker import free_port
+
+    now = int(time.time() * 1000)
+    live = replace(settings, quiescence_ms=1_000, lateness_ms=200, tick_interval_s=0.5)
+    request = _request(0, time_ms=now)
+    edit = BufferEdited(
+        time_ms=now + 100, session_id="s0", path="a.py", consent=True, encoding="utf-8",
+        replacements=[Replacement(start=3, end=3, text="!")],
+    )
+    ensure_topics_sync(live)
+    asyncio.run(produce_lines(live, [encode(request), encode(edit)]))
+    port = free_port()
+    worker = WorkerProcess(live, tmp_path / "worker.log", extra_args=("--metrics-port", str(port))).start()
+    try:
+        deadline = time.monotonic() + 60
+        settled: list[Record] = []
+        while not settled:
+            assert time.monotonic() < deadline and worker.alive, worker.log_tail()
+            settled = asyncio.run(read_topic(live, SETTLED, idle_s=0.5))
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        worker.stop()
+    (record,) = settled
+    example = decode_settled(record.value)
+    assert example.settled_text == "abc!" and example.settled_at_ms == now + 100 + 1_000
+    assert 'settle_outputs_total{topic="settled"} 1.0' in metrics

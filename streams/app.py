@@ -98,6 +98,11 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
                 if partition not in assigned:
                     continue  # stale record of a revoked partition: the new owner re-reads it
                 settler = settlers[partition]
+                if settler.next_offset is not None and message.offset < settler.next_offset:
+                    # The consumer rewound (a rebalance handed the partition back and it
+                    # resumed from the committed offset): rebuild from here, as a new owner would.
+                    fresh(partition)
+                    settler = settlers[partition]
                 started = time.perf_counter()
                 for out in settler.handle(message.offset, message.key, message.value):
                     fut = await outputs[out.topic].send(key=out.key, value=out.value, force=True)

@@ -212,3 +212,27 @@ def test_live_ticks_settle_a_quiet_partition_and_metrics_are_served(settings: Se
     example = decode_settled(record.value)
     assert example.settled_text == "abc!" and example.settled_at_ms == now + 100 + 1_000
     assert 'settle_outputs_total{topic="settled"} 1.0' in metrics
+
+
+def test_rebalancing_between_two_workers_loses_nothing(settings: Settings, tmp_path: Path) -> None:
+    """A second worker joins mid-stream (partitions move), then the first is killed (they move back)."""
+    lines = _lines(sessions=16, seed=13)
+    reference = _reference(lines, settings)
+    third = len(lines) // 3
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines[:third]))
+    a = WorkerProcess(settings, tmp_path / "a.log").start()
+    b = WorkerProcess(settings, tmp_path / "b.log")
+    try:
+        deadline = time.monotonic() + 90
+        while not asyncio.run(read_topic(settings, SETTLED, idle_s=0.5)):  # a is running and settling
+            assert time.monotonic() < deadline and a.alive, a.log_tail()
+        b.start()
+        asyncio.run(produce_lines(settings, lines[third : 2 * third]))
+        time.sleep(8)  # b joins; partitions are split between the two
+        a.kill()
+        asyncio.run(produce_lines(settings, lines[2 * third :]))
+        _assert_matches(_collect(settings, set(reference), b, timeout_s=180), reference)
+    finally:
+        a.kill()
+        b.stop()

@@ -121,3 +121,35 @@ def test_whole_loop_publishes_a_second_model_and_the_scorer_switches(
     # the next run starts after the committed offsets: only the new kept examples
     again = train_once(settings, config, progress=False)
     assert again.new_examples <= len(ids2)
+
+
+def test_a_candidate_that_fails_the_gate_is_recorded_not_published(
+    settings: Settings, tmp_path: Path, bootstrapped_student: Path
+) -> None:
+    from settle.schemas.scored import BandPolicy
+    from settle.streams.scoring import ScoringConfig, score_batch
+    from settle.streams.student_source import OnnxStudent
+    from settle.trainer.registry import history, latest_published
+
+    ensure_topics_sync(settings)
+    config = TrainConfig(
+        registry=tmp_path / "models", min_examples=4, eval_fraction=0.5, max_new_tokens=48,
+        finetune=FinetuneConfig(steps=4, batch_size=4, warmup_steps=1),
+        # demands 1000 chrF points of improvement: no candidate can pass
+        tolerance=GateTolerance(delta_chrf=-1000.0), idle_s=1.0,
+    )
+    publish_bootstrap(settings, config, bootstrapped_student)
+    examples = settle_records(enumerate(_telemetry(seed=31, sessions=10)), settings.tracker).examples
+    wide = ScoringConfig(policy=BandPolicy(mode="median", k=2, keep_min_median=0.0, keep_max_median=1e6),
+                         max_new_tokens=48)
+    kept = [s for s in score_batch(examples, OnnxStudent(bootstrapped_student), wide) if s.decision.decision == "keep"]
+    assert len(kept) >= 4
+    asyncio.run(produce_lines(settings, [encode(s) for s in kept], topic=KEPT))
+
+    report = train_once(settings, config, progress=False)
+    assert report.status == "rejected" and "delta-chrF" in report.reason, report.reason
+    assert report.message is not None and report.message.status == "rejected"
+    messages = asyncio.run(history(settings))
+    assert [m.status for m in messages] == ["published", "rejected"]
+    assert latest_published(messages).version == "v0001"  # type: ignore[union-attr]
+    assert (Path(report.message.location) / "model.json").exists()  # kept for inspection, not served

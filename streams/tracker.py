@@ -298,12 +298,15 @@ class Tracker:
                 out.sort(key=_outcome_order)
         return out
 
-    def _edited(self, ev: BufferEdited) -> list[Outcome]:
+    def _effective(self, ev: BufferEdited | PredictionRequested) -> tuple[tuple[str, str], _Buffer | None, int]:
+        """(buffer key, buffer state, effective time): a buffer's clock never runs backwards."""
         key = (ev.session_id, ev.path)
         buf = self._buffers.get(key)
-        t = ev.time_ms
-        if buf is not None and buf.last_ms > t:
-            t = buf.last_ms
+        t = ev.time_ms if buf is None else max(ev.time_ms, buf.last_ms)
+        return key, buf, t
+
+    def _edited(self, ev: BufferEdited) -> list[Outcome]:
+        key, buf, t = self._effective(ev)
         if not ev.consent:
             return self._no_consent(ev, key, t)
 
@@ -359,11 +362,7 @@ class Tracker:
         return out
 
     def _requested(self, ev: PredictionRequested, position: int | None) -> list[Outcome]:
-        key = (ev.session_id, ev.path)
-        buf = self._buffers.get(key)
-        t = ev.time_ms
-        if buf is not None and buf.last_ms > t:
-            t = buf.last_ms
+        key, buf, t = self._effective(ev)
         if not ev.consent:
             return self._no_consent(ev, key, t)
 

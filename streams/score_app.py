@@ -59,8 +59,12 @@ class ModelHolder:
         return True
 
 
-async def catch_up(settings: Settings, holder: ModelHolder, timeout_ms: int = 500) -> None:
-    """Apply every `models` message from holder.offset on (one partition: in order)."""
+async def follow_models(settings: Settings, holder: ModelHolder, *, until_idle: bool, poll_ms: int = 500) -> None:
+    """Apply `models` records from ``holder.offset`` on, with one long-lived consumer.
+
+    ``until_idle``: return once nothing more arrives (startup catch-up);
+    otherwise follow the topic for as long as the worker runs (hot reload).
+    """
     tp = TopicPartition(settings.topic(MODELS), 0)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
     try:
@@ -68,31 +72,32 @@ async def catch_up(settings: Settings, holder: ModelHolder, timeout_ms: int = 50
         consumer.assign([tp])
         consumer.seek(tp, holder.offset)
         while True:
-            batches = await consumer.getmany(tp, timeout_ms=timeout_ms)
-            msgs = batches.get(tp, [])
-            if not msgs:
+            msgs = (await consumer.getmany(tp, timeout_ms=poll_ms)).get(tp, [])
+            if not msgs and until_idle:
                 return
             for m in msgs:
                 holder.offset = m.offset + 1
-                try:
-                    message = decode(m.value or b"", ModelPublished)
-                except msgspec.DecodeError as exc:
-                    log.warning("undecodable `models` record at offset %d: %s", m.offset, exc)
-                    if holder.dead_letters:
-                        await dead_letter(settings, [(tp.topic, 0, m.offset, m.key, m.value or b"", "invalid_model_message",
-                                                      str(exc))], agent="score-models")
-                    continue
-                try:
-                    await asyncio.to_thread(holder.apply, message)
-                except Exception as exc:  # a broken model directory must not kill the scorer
-                    log.error("cannot load %s %s from %s: %s", message.name, message.version, message.location, exc)
+                await _apply_record(settings, holder, tp.topic, m)
     finally:
         await consumer.stop()
 
 
-def create_score_app(
-    settings: Settings, holder: ModelHolder, config: ScoringConfig, reload_interval_s: float = 2.0
-) -> faust.App:
+async def _apply_record(settings: Settings, holder: ModelHolder, topic: str, m: Any) -> None:
+    try:
+        message = decode(m.value or b"", ModelPublished)
+    except msgspec.DecodeError as exc:
+        log.warning("undecodable `models` record at offset %d: %s", m.offset, exc)
+        if holder.dead_letters:
+            await dead_letter(settings, [(topic, 0, m.offset, m.key, m.value or b"", "invalid_model_message", str(exc))],
+                              agent="score-models")
+        return
+    try:
+        await asyncio.to_thread(holder.apply, message)
+    except Exception as exc:  # a broken model directory must not kill the scorer
+        log.error("cannot load %s %s from %s: %s", message.name, message.version, message.location, exc)
+
+
+def create_score_app(settings: Settings, holder: ModelHolder, config: ScoringConfig) -> faust.App:
     app = faust.App(f"{settings.group_prefix}-score", **base_app_settings(settings, "score"))
     settled = app.topic(settings.topic(SETTLED), partitions=settings.partitions)
     out = {n: app.topic(settings.output_topic(n), partitions=settings.partitions) for n in (SCORED, KEPT, DEAD_LETTER)}
@@ -136,9 +141,10 @@ def create_score_app(
             for event in batch:
                 await stream.ack(event)
 
-    @app.timer(reload_interval_s)
+    @app.task
     async def reload_models() -> None:
-        await catch_up(settings, holder, timeout_ms=200)
+        """Hot reload: swap to each newly published version between batches."""
+        await follow_models(settings, holder, until_idle=False)
 
     return app
 
@@ -147,6 +153,6 @@ def run_scorer(settings: Settings, holder: ModelHolder, config: ScoringConfig, l
     from .topics import ensure_topics_sync
 
     ensure_topics_sync(settings)
-    asyncio.run(catch_up(settings, holder))  # start on the newest published model, not a stale one
+    asyncio.run(follow_models(settings, holder, until_idle=True))  # start on the newest published model
     app = create_score_app(settings, holder, config)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -49,12 +49,17 @@ class ModelHolder:
         self.dead_letters = True
 
     def apply(self, message: ModelPublished) -> bool:
-        """Swap to ``message``'s model when it is a newer published version of ours."""
+        """Swap to ``message``'s model when it publishes another version of ours.
+
+        `models` is read in order, so the last published message wins: a newer
+        version, or an older one re-published as a rollback.
+        """
         if message.status != "published" or message.name != self.name:
             return False
         if message.version == self.source.model_version:
             return False
         self.source = self.load(Path(message.location))
+        # warning level: visible at the workers' default log level, and tests/demo wait on it
         log.warning("scorer now uses %s %s", message.name, message.version)
         return True
 

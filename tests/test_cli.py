@@ -140,3 +140,13 @@ def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Pat
     assert code == 0 and ":2: not a settled example" in err
     (scored,) = [json.loads(line) for line in out.splitlines()]
     assert scored["decision"]["policy"]["k"] == 2 and scored["model_version"].startswith("sha-")
+
+
+@pytest.mark.broker
+def test_train_without_any_model_says_what_to_do(settings) -> None:  # type: ignore[no-untyped-def]
+    from settle.streams.topics import ensure_topics_sync
+
+    ensure_topics_sync(settings)
+    code, _, err = _run("train", "-b", settings.bootstrap, "--prefix", settings.topic_prefix,
+                        "--registry", str(settings.data_dir / "models"))
+    assert code == 2 and "no published model and no bootstrap student" in err

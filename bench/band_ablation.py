@@ -24,9 +24,8 @@ from rich.table import Table
 
 from settle.schemas.codecs import encode
 from settle.schemas.scored import BandPolicy
-from settle.streams.cli import calibrate_policy
 from settle.streams.offline import settle_records
-from settle.streams.scoring import ScoringConfig, score_batch
+from settle.streams.scoring import ScoringConfig, calibrate_band, score_batch
 from settle.streams.simulate import SimulationConfig, simulate
 from settle.streams.student_source import OnnxStudent
 from settle.trainer.bootstrap import bootstrap_student
@@ -55,7 +54,7 @@ def main() -> None:
     train, held_out = split(examples, 0.25)
     held_out = [e for e in held_out if e.original_text != e.settled_text]
     calibration = settle_records(enumerate(encode(e) for e in simulate(SimulationConfig(sessions=8, seed=77)))).examples
-    policy = calibrate_policy(calibration, source, BandPolicy(mode="median", k=args.k), 0.25, 0.75, args.max_new_tokens)
+    policy = calibrate_band(calibration, source, BandPolicy(mode="median", k=args.k), 0.25, 0.75, args.max_new_tokens)
 
     t0 = time.perf_counter()
     scored = []

@@ -33,7 +33,6 @@ from typing import Literal
 import msgspec
 
 from settle.schemas.examples import SettledExample
-
 from settle.schemas.scored import BandPolicy, Decision, DecisionKind, Mode
 
 from .prompt import UnrenderableExample, check_renderable

@@ -128,7 +128,8 @@ def simulate(
     final_tick: Annotated[bool, typer.Option(help="end with a tick that decides every region")] = True,
 ) -> None:
     """Write simulated editor telemetry as JSONL, made from real source files."""
-    from .simulate import SimulationConfig, simulate as run_sim, write_jsonl
+    from .simulate import SimulationConfig, write_jsonl
+    from .simulate import simulate as run_sim
 
     if source_dir is not None and not source_dir.is_dir():
         raise fail(f"{source_dir}: not a directory")
@@ -403,35 +404,17 @@ def calibrate(
 
     from settle.schemas.scored import BandPolicy
 
+    from .scoring import calibrate_band
 
     _existing_file(file)
     source = _student(model)
     examples = _read_settled(file)
     try:
-        policy = calibrate_policy(examples, source, BandPolicy(mode="median", k=k), easy, hard, max_new_tokens)
+        policy = calibrate_band(examples, source, BandPolicy(mode="median", k=k), easy, hard, max_new_tokens)
     except ValueError as exc:
         raise fail(str(exc)) from None
     out.write_bytes(msgspec.json.format(msgspec.json.encode(policy)) + b"\n")
     err.print(f"band [{policy.keep_min_median:.3g}, {policy.keep_max_median:.3g}] written to {out}", markup=False)
-
-
-def calibrate_policy(examples, source, base, easy: float, hard: float, max_new_tokens: int):  # type: ignore[no-untyped-def]
-    """Score with an unbounded median band (exact medians), then fit the band to their quantiles."""
-    import math
-
-    import msgspec
-
-    from .band import calibrate as fit
-    from .scoring import ScoringConfig, score_batch
-
-    wide = msgspec.structs.replace(base, mode="median", keep_min_median=0.0, keep_max_median=1e9)
-    config = ScoringConfig(policy=wide, max_new_tokens=max_new_tokens, adaptive=False)
-    medians = []
-    for i in range(0, len(examples), 16):
-        for s in score_batch(examples[i : i + 16], source, config):
-            if s.decision.samples_used:
-                medians.append(s.decision.median if s.decision.median is not None else math.inf)
-    return fit(medians, base, easy=easy, hard=hard)
 
 
 def _parse_every(every: str) -> float:

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from settle.schemas.codecs import decode, decode_event, decode_settled, encode
@@ -49,7 +55,7 @@ def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: flo
     from settle.trainer.bootstrap import bootstrap_student
     from settle.trainer.run import TrainConfig, publish_bootstrap, train_once
 
-    from .cli import calibrate_policy
+    from .scoring import calibrate_band
     from .student_source import OnnxStudent
 
     console = Console()
@@ -63,7 +69,7 @@ def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: flo
 
     calibration = settle_records(enumerate(_telemetry(seed=77, sessions=8))).examples
     with console.status("calibrating the band to the student's own difficulty quantiles"):
-        policy = calibrate_policy(calibration, OnnxStudent(student), BandPolicy(mode="median", k=K), 0.25, 0.75,
+        policy = calibrate_band(calibration, OnnxStudent(student), BandPolicy(mode="median", k=K), 0.25, 0.75,
                                   MAX_NEW_TOKENS)
     policy_file = work_dir / "policy.json"
     policy_file.write_bytes(msgspec.json.encode(policy))

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import msgspec
+
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy, ScoredExample
 
-from .band import decide, decide_adaptive, decision_is_final, screen
+from .band import calibrate, decide, decide_adaptive, decision_is_final, screen
 from .distance import sample_distances
 from .prompt import (
     EDITABLE_REGION_END,
@@ -183,3 +185,18 @@ def _record(
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,
     )
+
+
+def calibrate_band(
+    examples: Sequence[SettledExample], source: SampleSource, base: BandPolicy, easy: float = 0.25,
+    hard: float = 0.75, max_new_tokens: int = 128,
+) -> BandPolicy:
+    """Score with an unbounded median band (so medians are exact), then fit the band to their quantiles."""
+    wide = msgspec.structs.replace(base, mode="median", keep_min_median=0.0, keep_max_median=1e9)
+    config = ScoringConfig(policy=wide, max_new_tokens=max_new_tokens, adaptive=False)
+    medians = []
+    for i in range(0, len(examples), 16):
+        for s in score_batch(examples[i : i + 16], source, config):
+            if s.decision.samples_used:
+                medians.append(s.decision.median if s.decision.median is not None else math.inf)
+    return calibrate(medians, base, easy=easy, hard=hard)

@@ -150,3 +150,32 @@ def test_train_without_any_model_says_what_to_do(settings) -> None:  # type: ign
     code, _, err = _run("train", "-b", settings.bootstrap, "--prefix", settings.topic_prefix,
                         "--registry", str(settings.data_dir / "models"))
     assert code == 2 and "no published model and no bootstrap student" in err
+
+
+def test_calibrate_writes_a_policy_the_scorer_accepts(tmp_path: Path, bootstrapped_student: Path) -> None:
+    from settle.schemas.codecs import encode as enc
+    from settle.streams.offline import settle_records
+    from settle.streams.simulate import SimulationConfig, simulate
+
+    examples = settle_records(enumerate(enc(e) for e in simulate(SimulationConfig(sessions=3, seed=4)))).examples
+    settled = tmp_path / "settled.jsonl"
+    settled.write_bytes(b"".join(enc(e) + b"\n" for e in examples))
+    policy = tmp_path / "policy.json"
+    code, _, err = _run("calibrate", str(settled), "--model", str(bootstrapped_student), "--k", "2",
+                        "--max-new-tokens", "48", "-o", str(policy))
+    assert code == 0, err
+    written = json.loads(policy.read_text())
+    assert written["mode"] == "median" and written["keep_min_median"] <= written["keep_max_median"]
+    code, _, err = _run("score", str(settled), "--model", str(bootstrapped_student), "--policy", str(policy),
+                        "--max-new-tokens", "8")
+    assert code == 0, err
+
+
+def test_calibrate_refuses_a_student_that_never_parses(tmp_path: Path, student_dir: Path) -> None:
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(GOOD) + "\n")
+    code, out, _ = _run("settle", str(f), "--flush")
+    settled = tmp_path / "settled.jsonl"
+    settled.write_text(out)
+    code, _, err = _run("calibrate", str(settled), "--model", str(student_dir), "--k", "2", "--max-new-tokens", "4")
+    assert code == 2 and "at least 2 finite medians" in err

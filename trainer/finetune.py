@@ -412,7 +412,14 @@ class _Log:
             self.path.write_text("".join(ln + "\n" for ln in kept))
         self.file = open(self.path, "a")
         if progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("finetune"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=300)
     ap.add_argument("--steps", type=int, default=80)
     ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--cache", type=Path, default=Path("var/cache"))
     args = ap.parse_args()
@@ -70,7 +71,8 @@ def main() -> None:
     )
 
     _, tokenizer = load_student(student / "hf")
-    config = FinetuneConfig(steps=args.steps, batch_size=8, warmup_steps=max(1, args.steps // 10), lr=1e-3, min_lr=1e-4)
+    config = FinetuneConfig(steps=args.steps, batch_size=8, warmup_steps=max(1, args.steps // 10), lr=args.lr,
+                            min_lr=args.lr / 10)
     rows = [("bootstrap student (no fine-tuning)", 0, evaluate(student, held_out, max_new_tokens=args.max_new_tokens))]
     for label, data in (("kept band", kept), ("all settled", train), ("random subset, kept-band size", subset)):
         if not data:
@@ -82,7 +84,8 @@ def main() -> None:
             export_onnx(result.model_dir, Path(tmp) / "onnx")
             rows.append((label, len(items), evaluate(Path(tmp) / "onnx", held_out, max_new_tokens=args.max_new_tokens)))
 
-    table = Table(title=f"band ablation: {args.steps} steps each, {len(held_out)} held-out examples (changed regions)")
+    table = Table(title=f"band ablation: {args.steps} steps each at lr {args.lr:g}, "
+                        f"{len(held_out)} held-out examples (changed regions)")
     for col in ("training set", "examples", "delta-chrF", "reversal ratio", "exact match", "parse rate"):
         table.add_column(col, justify="right" if col != "training set" else "left")
     for label, n, s in rows:

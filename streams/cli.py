@@ -1,4 +1,4 @@
-"""The `settle` command."""
+"""settle: mine settled edit-prediction training data from editor telemetry (see README.md)."""
 
 from __future__ import annotations
 

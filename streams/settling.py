@@ -1,8 +1,9 @@
 """One partition's settle logic, free of Faust and Kafka.
 
-The Faust agent hands each record here and sends back what comes out. Keeping
-this pure means the exact same code path runs in the offline reference, the
-benchmark and the stream, so replay parity is a property of one function.
+The Faust agent hands each record here and sends back what comes out. The
+offline reference and the benchmark drive the same decoder and Tracker; this
+adds only what a stream needs on top: dead-letter records and the offset a
+replacement worker must restart from.
 """
 
 from __future__ import annotations

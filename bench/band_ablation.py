@@ -33,7 +33,7 @@ from settle.trainer.dataset import render, split, tokenize_pairs
 from settle.trainer.evaluate import evaluate
 from settle.trainer.export import export_onnx
 from settle.trainer.finetune import FinetuneConfig, finetune
-from settle.trainer.student import load_student
+from settle.trainer.student import load_tokenizer
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         f"[{policy.keep_min_median:.2f}, {policy.keep_max_median:.2f}]; scoring took {time.perf_counter() - t0:.0f} s"
     )
 
-    _, tokenizer = load_student(student / "hf")
+    tokenizer = load_tokenizer(student / "hf")
     config = FinetuneConfig(steps=args.steps, batch_size=8, warmup_steps=max(1, args.steps // 10), lr=args.lr,
                             min_lr=args.lr / 10)
     rows = [("bootstrap student (no fine-tuning)", 0, evaluate(student, held_out, max_new_tokens=args.max_new_tokens))]

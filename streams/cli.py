@@ -186,20 +186,16 @@ def settle_offline(
 
     s = _settings(quiescence_ms=quiescence_ms, lateness_ms=lateness_ms)
     _existing_file(file)
-    records = list(_numbered_lines(file))
-    if strict:
-        first_bad = settle_records(records, s.tracker).invalid[:1]
-        if first_bad:
-            lineno, _, message = first_bad[0]
-            raise fail(f"{file}:{lineno}: {message}")
-    result = settle_records(records, s.tracker, flush=flush)
+    result = settle_records(_numbered_lines(file), s.tracker, flush=flush)
+    if strict and result.invalid:
+        lineno, _, message = result.invalid[0]
+        raise fail(f"{file}:{lineno}: {message}")
     for lineno, _, message in result.invalid:
         err.print(f"{file}:{lineno}: {message}", markup=False)
     out = sys.stdout.buffer
     for example in result.examples:
         out.write(encode(example) + b"\n")
     out.flush()
-    assert result.tracker is not None
     st = result.tracker.stats
     err.print(
         f"{len(result.examples)} settled, dropped {dict(st.dropped_by_reason)}, "

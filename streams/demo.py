@@ -97,8 +97,8 @@ def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: flo
         try:
             asyncio.run(produce_lines(settings, first))
             scored = _watch(settings, set(reference), [settle, scorer], timeout_s, "scored (model v0001)")
-            settled = {decode_settled(r.value).id: decode_settled(r.value) for r in asyncio.run(
-                read_topic(settings, SETTLED, idle_s=1.0))}
+            records = asyncio.run(read_topic(settings, SETTLED, idle_s=1.0))
+            settled = {e.id: e for e in (decode_settled(r.value) for r in records)}
             with console.status("trainer: fine-tune on `kept`, export, evaluate against v0001"):
                 report = train_once(settings, config, progress=False)
             if report.status == "published":

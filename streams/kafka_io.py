@@ -147,7 +147,10 @@ async def committed_offsets(settings: Settings, group_id: str, topic: str = EDIT
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False)
     try:
         await consumer.start()
-        partitions = sorted(consumer.partitions_for_topic(name) or await _partitions(consumer, name))
+        try:
+            partitions = await topic_partitions(consumer, name, timeout_s=0)
+        except LookupError:
+            return {}
         out = {}
         for p in partitions:
             offset = await consumer.committed(TopicPartition(name, p))
@@ -158,6 +161,15 @@ async def committed_offsets(settings: Settings, group_id: str, topic: str = EDIT
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way without subscribing
-    return consumer.partitions_for_topic(name) or set()
+async def topic_partitions(consumer: AIOKafkaConsumer, name: str, timeout_s: float = 10.0) -> list[int]:
+    """A topic's partitions, retried for ``timeout_s``; LookupError if it does not exist."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        # No public way to fetch a topic's metadata without subscribing to it.
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        parts = consumer.partitions_for_topic(name)
+        if parts:
+            return sorted(parts)
+        if time.monotonic() >= deadline:
+            raise LookupError(f"topic {name!r} not found")
+        await asyncio.sleep(0.2)

@@ -18,10 +18,10 @@ from .tracker import InvalidEvent, Tracker, TrackerConfig
 
 @dataclass
 class OfflineResult:
+    tracker: Tracker
     examples: list[SettledExample] = field(default_factory=list)
     #: (position, reason, message) of every record the stream would dead-letter
     invalid: list[tuple[int, str, str]] = field(default_factory=list)
-    tracker: Tracker | None = None
 
 
 def settle_records(

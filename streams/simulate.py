@@ -770,11 +770,7 @@ class _Session:
         if not text:
             return
         self._wait(200, 1500)
-        saved = task.cursor
-        inv = self._edit(task.buf, [(task.cursor, task.cursor, "\n" + text)], "paste")
-        self._wait(400, 3000)
-        self._edit(task.buf, inv, "undo")
-        task.cursor = saved
+        self._paste_then_undo(task, text, 400, 3000)
 
     def _huge_paste(self, task: _Task) -> None:
         """Ask for a prediction, then paste > 4 KiB into the region, then undo."""
@@ -788,9 +784,13 @@ class _Session:
         while len(text) < 4_600:
             text += "\n" + text
         self._wait(300, 2000)
+        self._paste_then_undo(task, text, 2_000, 8_000)
+
+    def _paste_then_undo(self, task: _Task, text: str, undo_after_min: int, undo_after_max: int) -> None:
+        """Paste ``text`` on a new line at the cursor, regret it, undo; the cursor stays put."""
         saved = task.cursor
         inv = self._edit(task.buf, [(task.cursor, task.cursor, "\n" + text)], "paste")
-        self._wait(2_000, 8_000)
+        self._wait(undo_after_min, undo_after_max)
         self._edit(task.buf, inv, "undo")
         task.cursor = saved
 

@@ -23,7 +23,7 @@ from settle.streams.simulate import SimulationConfig, simulate
 
 from .dataset import render, tokenize_pairs
 from .finetune import FinetuneConfig, finetune
-from .student import load_student, make_model_dir
+from .student import load_tokenizer, make_model_dir
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def bootstrap_student(cache: Path, recipe: BootstrapRecipe = BootstrapRecipe(), 
     with tempfile.TemporaryDirectory(prefix="settle-bootstrap-") as tmp:
         work = Path(tmp)
         base = make_model_dir(work / "base", shape=recipe.shape, max_files=recipe.tokenizer_files)
-        _, tokenizer = load_student(base / "hf")
+        tokenizer = load_tokenizer(base / "hf")
         items = tokenize_pairs([render(e) for e in examples], tokenizer, recipe.max_tokens)
         config = FinetuneConfig(
             steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, min_lr=recipe.lr / 10,

@@ -23,7 +23,6 @@ records build the same training set:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import DEFAULT_MAX_CHARS, ScoredExample
+from settle.streams.kafka_io import topic_partitions
 from settle.streams.prompt import SPECIAL_TOKENS, render_prompt, render_target
 from settle.streams.settings import KEPT, Settings
 
@@ -201,19 +201,6 @@ def trainer_group_id(settings: Settings, name: str = "trainer") -> str:
     return f"{settings.group_prefix}-{name}"
 
 
-async def _topic_partitions(consumer: AIOKafkaConsumer, name: str, timeout_s: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        # No public way to fetch a topic's metadata without subscribing (kafka_io does the same).
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        parts = consumer.partitions_for_topic(name)
-        if parts:
-            return sorted(parts)
-        if time.monotonic() > deadline:
-            raise LookupError(f"topic {name!r} not found")
-        await asyncio.sleep(0.2)
-
-
 async def read_kept(
     settings: Settings,
     group_id: str,
@@ -240,7 +227,7 @@ async def read_kept(
     )
     try:
         await consumer.start()
-        tps = [TopicPartition(name, p) for p in await _topic_partitions(consumer, name)]
+        tps = [TopicPartition(name, p) for p in await topic_partitions(consumer, name)]
         consumer.assign(tps)
         for tp in tps:
             committed = await consumer.committed(tp)

@@ -37,13 +37,17 @@ def stage(root: Path, name: str, version: str, hf_dir: Path, onnx_dir: Path) -> 
     dest = root / name / version
     if dest.exists():
         raise FileExistsError(f"{dest} exists: versions are immutable")
-    (dest / "hf").parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(hf_dir, dest / "hf")
     for f in onnx_dir.iterdir():
         if f.is_file():
             shutil.copy2(f, dest / f.name)
-    (dest / "manifest.json").write_text(json.dumps({"name": name, "version": version}) + "\n")
+    write_manifest(dest, name, version)
     return dest
+
+
+def write_manifest(dest: Path, name: str, version: str) -> None:
+    """What a scorer reads to name the model it serves (see streams/student_source.py)."""
+    (dest / "manifest.json").write_text(json.dumps({"name": name, "version": version}) + "\n")
 
 
 def record(dest: Path, message: ModelPublished) -> None:

@@ -14,8 +14,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-
 from settle.schemas.codecs import encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.models import ModelPublished
@@ -25,7 +23,7 @@ from settle.streams.settings import KEPT, Settings
 from .dataset import commit_kept, dedupe, load_jsonl, read_kept, render, split, tokenize_pairs, trainer_group_id
 from .finetune import FinetuneConfig
 from .metrics import DEFAULT_TOLERANCE, GateTolerance, compare
-from .registry import announce, history, latest_published, next_version, now_ms, record, stage
+from .registry import announce, history, latest_published, next_version, now_ms, record, stage, write_manifest
 
 EVAL_FILE = "eval.jsonl"
 
@@ -84,7 +82,7 @@ def train_once(settings: Settings, config: TrainConfig = TrainConfig(), *, progr
     from .evaluate import evaluate, summary_dict
     from .export import export_onnx
     from .finetune import finetune
-    from .student import load_student
+    from .student import load_tokenizer
 
     group = config.group_id or trainer_group_id(settings)
     messages = asyncio.run(history(settings))
@@ -105,7 +103,7 @@ def train_once(settings: Settings, config: TrainConfig = TrainConfig(), *, progr
         return RunReport("skipped", f"split left {len(train)} train / {len(held_out)} held-out examples",
                          new_examples=len(examples))
 
-    _, tokenizer = load_student(parent_dir / "hf")
+    tokenizer = load_tokenizer(parent_dir / "hf")
     items = tokenize_pairs([render(e) for e in train], tokenizer, config.max_tokens)
     with tempfile.TemporaryDirectory(prefix="settle-train-") as tmp:
         work = Path(tmp)
@@ -141,7 +139,7 @@ def publish_bootstrap(settings: Settings, config: TrainConfig, source: Path) -> 
     version = next_version(config.registry, config.name)
     dest = config.registry / config.name / version
     shutil.copytree(source, dest)
-    (dest / "manifest.json").write_text(msgspec.json.encode({"name": config.name, "version": version}).decode())
+    write_manifest(dest, config.name, version)
     message = ModelPublished(
         name=config.name, version=version, status="published", location=str(dest.resolve()),
         created_at_ms=now_ms(), reason="bootstrap student",

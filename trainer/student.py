@@ -165,6 +165,13 @@ def build_student(
     return out
 
 
+def load_tokenizer(model_dir: str | Path):
+    """The student's tokenizer alone (``PreTrainedTokenizerFast``), without loading weights."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(model_dir)
+
+
 def load_student(model_dir: str | Path, dtype: str | None = None, device: str = "cpu"):
     """Load ``(model, tokenizer)`` from a student directory, in eval mode."""
     import torch

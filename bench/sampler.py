@@ -1,8 +1,9 @@
 """Bench: ONNX Runtime sampler vs Hugging Face ``generate`` on the same model and prompts.
 
-Both draw k samples per example with the same temperature/top-p and exactly ``--new-tokens``
-tokens per sample (stop tokens off, ``min_new_tokens`` = ``max_new_tokens``), so the work is
-equal; HF repeats each prompt k times before its prefill, the sampler prefills it once.
+Both draw k samples per example with the same temperature/top-k/top-p and exactly
+``--new-tokens`` tokens per sample (stop tokens off, ``min_new_tokens`` = ``max_new_tokens``), so
+the work is equal; HF repeats each prompt k times before its prefill and carries k copies of its
+cache, the sampler prefills it once and its k rows share that cache.
 
   .venv/bin/python bench/sampler.py --shape tiny --k 8 --prompt-tokens 256 --new-tokens 32 --examples 4
   python bench/sampler.py --shape qwen2.5-0.5b --device cuda --dtype fp16   # GPU machine
@@ -34,6 +35,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=50, help="0: the whole vocabulary")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both (0: defaults)")
     p.add_argument("--engines", default="hf,ort", help="comma list of hf, ort")
@@ -81,7 +83,7 @@ def run_hf(a: argparse.Namespace, model_dir: Path, prompts: np.ndarray) -> float
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(a.device).eval()
     kw = dict(
-        do_sample=True, temperature=a.temperature, top_p=a.top_p, top_k=0,
+        do_sample=True, temperature=a.temperature, top_p=a.top_p, top_k=a.top_k,
         num_return_sequences=a.k, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
         pad_token_id=model.config.pad_token_id,
     )
@@ -117,19 +119,17 @@ def run_ort(a: argparse.Namespace, onnx_dir: Path, prompts: np.ndarray) -> tuple
     if a.threads:
         opts.intra_op_num_threads = a.threads
     providers = None if a.device == "cuda" else ["CPUExecutionProvider"]  # None: CUDA if built
-    sampler = Sampler(
-        onnx_dir, providers=providers, session_options=opts, prefill_cache_size=0,
-        sample_threads=a.threads or None,
-    )
+    sampler = Sampler(onnx_dir, providers=providers, session_options=opts, prefill_cache_size=0)
     used = sampler.session.get_providers()[0]
     if a.device == "cuda" and used != "CUDAExecutionProvider":
         raise SystemExit("ONNX Runtime has no CUDA provider here: install onnxruntime-gpu")
-    sampler.sample([prompts[0, :16].tolist()], a.k, 2, stop_token_ids=[])  # warm-up
+    sampler.sample([prompts[0, :16].tolist()], a.k, 2, stop_token_ids=[], top_k=a.top_k)  # warm-up
     sampler.stats.__init__()
     t = time.perf_counter()
     for i in range(0, len(prompts), a.batch_examples):
         batch = [p.tolist() for p in prompts[i:i + a.batch_examples]]
-        sampler.sample(batch, a.k, a.new_tokens, a.temperature, a.top_p, a.seed + i, stop_token_ids=[])
+        sampler.sample(batch, a.k, a.new_tokens, a.temperature, a.top_p, a.seed + i, stop_token_ids=[],
+                       top_k=a.top_k)
     dt = time.perf_counter() - t
     st = sampler.stats
     expected = len(prompts) * a.k * a.new_tokens
@@ -149,7 +149,7 @@ def _report(a: argparse.Namespace, times: dict[str, float], notes: list[str]) ->
     table = Table(title=(
         f"{a.shape} {a.dtype} on {a.device}: {n} examples x k={a.k}, prompt {a.prompt_tokens} tok, "
         f"{a.new_tokens} new tok, {a.batch_examples} example(s)/call, T={a.temperature} "
-        f"top_p={a.top_p}"
+        f"top_k={a.top_k} top_p={a.top_p}"
     ))
     table.add_column("metric")
     for name in times:

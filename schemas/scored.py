@@ -127,4 +127,6 @@ class ScoredExample(Struct, frozen=True, kw_only=True):
     seed: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
+    #: tokens kept per step before top-p; 0 = the whole vocabulary (records before top-k: 0)
+    top_k: int = 0
     max_new_tokens: int = 0

@@ -240,7 +240,7 @@ def run(
 
 def _scoring_config(
     k: int, round_size: int, mode: str, solve_threshold: float, keep_min: float, keep_max: float,
-    temperature: float, top_p: float, max_new_tokens: int, seed: int, adaptive: bool,
+    temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int, adaptive: bool,
     policy_file: Path | None = None,
 ):  # type: ignore[no-untyped-def]
     import msgspec
@@ -267,8 +267,10 @@ def _scoring_config(
         raise fail(f"bad band policy: {exc}") from None
     if not 0 < top_p <= 1:
         raise fail("--top-p must be in (0, 1]")
+    if top_k < 0:
+        raise fail("--top-k must be >= 0 (0: the whole vocabulary)")
     return ScoringConfig(
-        policy=policy, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        policy=policy, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
         seed=seed, adaptive=adaptive,
     )
 
@@ -278,6 +280,7 @@ PolicyOpt = Annotated[
     Optional[Path], typer.Option("--policy", help="band policy JSON (from `settle calibrate`); overrides the band flags")
 ]
 Mode = Annotated[str, typer.Option(help="band mode: solve_rate or median")]
+TopK = Annotated[int, typer.Option(help="tokens kept per step before top-p; 0 = the whole vocabulary")]
 
 
 def _student(model: Path):  # type: ignore[no-untyped-def]
@@ -319,6 +322,7 @@ def score(
     keep_max: Annotated[float, typer.Option(help="upper edge of the kept band")] = 0.75,
     temperature: float = 0.8,
     top_p: float = 0.95,
+    top_k: TopK = 50,
     max_new_tokens: int = 128,
     seed: int = 0,
     adaptive: bool = True,
@@ -334,7 +338,7 @@ def score(
 
     _existing_file(file)
     config = _scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
-                             max_new_tokens, seed, adaptive, policy)
+                             top_k, max_new_tokens, seed, adaptive, policy)
     source = _student(model)
     examples = _read_settled(file)
     counts: dict[str, int] = {}
@@ -362,6 +366,7 @@ def scorer(
     keep_max: float = 0.75,
     temperature: float = 0.8,
     top_p: float = 0.95,
+    top_k: TopK = 50,
     max_new_tokens: int = 128,
     seed: int = 0,
     adaptive: bool = True,
@@ -379,7 +384,7 @@ def scorer(
 
     s = _settings(bootstrap=bootstrap, topic_prefix=prefix)
     config = _scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
-                             max_new_tokens, seed, adaptive, policy)
+                             top_k, max_new_tokens, seed, adaptive, policy)
     holder = ModelHolder(_student(model), name, OnnxStudent)
     sys.argv = [sys.argv[0]]
     _kafka(lambda: run_scorer(s, holder, config, loglevel=loglevel), s)

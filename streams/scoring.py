@@ -48,7 +48,7 @@ class SampleSource(Protocol):
 
     def draw(
         self, prompts: Sequence[str], n: int, seeds: Sequence[int], *, temperature: float,
-        top_p: float, max_new_tokens: int,
+        top_p: float, max_new_tokens: int, top_k: int = 0,
     ) -> list[list[Draw]]:
         """n samples for each prompt; ``seeds[i]`` alone decides prompt i's randomness."""
         ...
@@ -59,6 +59,8 @@ class ScoringConfig:
     policy: BandPolicy = field(default_factory=BandPolicy)
     temperature: float = 0.8
     top_p: float = 0.95
+    #: keep each step's top_k tokens before top-p (0: whole vocabulary); transformers' default
+    top_k: int = 50
     max_new_tokens: int = 128
     seed: int = 0
     adaptive: bool = True
@@ -121,6 +123,7 @@ def score_batch(
             [example_seed(config.seed, pending[i].example.id, round_index) for i in active],
             temperature=config.temperature,
             top_p=config.top_p,
+            top_k=config.top_k,
             max_new_tokens=config.max_new_tokens,
         )
         for i, row in zip(active, draws, strict=True):
@@ -183,6 +186,7 @@ def _record(
         seed=config.seed,
         temperature=config.temperature,
         top_p=config.top_p,
+        top_k=config.top_k,
         max_new_tokens=config.max_new_tokens,
     )
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .sampler import Sampler
+from .sampler import GraphFormatError, Sampler
 from .scoring import Draw
 
 
@@ -52,7 +52,10 @@ class OnnxStudent:
         self.dir = Path(model_dir)
         check_model_dir(self.dir)
         # prefill is memoised per prompt, so later rounds of a batch skip it
-        self.sampler = Sampler(self.dir, providers=providers, prefill_cache_size=256)
+        try:
+            self.sampler = Sampler(self.dir, providers=providers, prefill_cache_size=256)
+        except GraphFormatError as exc:
+            raise ModelDirError(str(exc)) from None
         self.tokenizer = self.sampler.tokenizer
         self.model_name, self.model_version = model_identity(self.dir)
         self.max_prompt_tokens = max_prompt_tokens
@@ -66,11 +69,12 @@ class OnnxStudent:
 
     def draw(
         self, prompts: Sequence[str], n: int, seeds: Sequence[int], *, temperature: float,
-        top_p: float, max_new_tokens: int,
+        top_p: float, max_new_tokens: int, top_k: int = 0,
     ) -> list[list[Draw]]:
         ids = [self.encode_prompt(p) for p in prompts]
         tokens, stops = self.sampler.sample(
-            ids, n, max_new_tokens, temperature=temperature, top_p=top_p, seeds=list(seeds), return_stops=True
+            ids, n, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seeds=list(seeds),
+            return_stops=True,
         )
         out: list[list[Draw]] = []
         for rows, row_stops in zip(tokens, stops):

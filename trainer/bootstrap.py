@@ -22,6 +22,7 @@ from settle.streams.offline import settle_records
 from settle.streams.simulate import SimulationConfig, simulate
 
 from .dataset import render, tokenize_pairs
+from .export import CONFIG_FILE, GRAPH_FORMAT, export_onnx
 from .finetune import FinetuneConfig, finetune
 from .student import load_tokenizer, make_model_dir
 
@@ -46,6 +47,8 @@ def bootstrap_student(cache: Path, recipe: BootstrapRecipe = BootstrapRecipe(), 
     """Model directory (ONNX at the top, weights in hf/) of the bootstrap student, built if not cached."""
     dest = cache / f"bootstrap-{recipe.shape}-{recipe.key()}"
     if (dest / "model.onnx").exists():
+        if json.loads((dest / CONFIG_FILE).read_text()).get("graph") != GRAPH_FORMAT:
+            export_onnx(dest / "hf", dest)  # cached before the graph layout changed: weights are good
         return dest
     lines = [encode(e) for e in simulate(SimulationConfig(sessions=recipe.sessions, seed=recipe.seed))]
     examples = [e for e in settle_records(enumerate(lines)).examples if e.original_text != e.settled_text]

@@ -1,16 +1,18 @@
-"""Export a transformers causal LM directory to one ONNX graph with an explicit KV cache.
+"""Export a transformers causal LM directory to the sampler's ONNX graph (shared-prefix layout).
 
-Why one graph with flat cache tensors: the sampler (streams/sampler.py) prefills a prompt once
-(past length 0), repeats the resulting cache k times and decodes all rows step by step feeding
-``present.*`` back as ``past_key_values.*``. Neither torch exporter accepts a ``DynamicCache``
-input, so a thin wrapper takes flat ``(k0, v0, k1, v1, ...)`` tensors and builds the cache inside;
-the legacy TorchScript exporter (``dynamo=False``, opset 17) then traces it with dynamic axes.
+The graph is ``settle.trainer.shared_prefix.SharedPrefixLM`` traced by the TorchScript exporter
+(``dynamo=False``, opset 17) with every batch and length axis dynamic. One graph serves prefill
+(no past, and a one-position prefix masked off, because ONNX Reshape cannot take a
+zero-length axis: ``present`` is then the prompt's cache) and decode (that cache bound as the
+prefix, once per example, while each of the example's k rows grows its own suffix).
 
-Graph I/O (B=batch, S=new tokens, P=past length, H=kv heads, D=head dim):
-  inputs  input_ids[B,S] int64, attention_mask[B,P+S] int64, position_ids[B,S] int64,
-          past_key_values.{i}.key/value[B,H,P,D] (model dtype)
-  outputs logits[B,1,V] float32 (last position; [B,S,V] with all_logits),
-          present.{i}.key/value[B,H,P+S,D]
+Graph I/O (E=examples, N=rows=E*k example-major, S=new tokens, P=prefix length, T=suffix past,
+H=kv heads, D=head dim, K=top_k):
+  inputs  input_ids[N,S] int64, position_ids[N,S] int64, prefix_mask[E,P] int64,
+          suffix_mask[N,T+S] int64, top_k[] int64,
+          prefix.{i}.key/value[E,H,P,D], past.{i}.key/value[N,H,T,D] (model dtype)
+  outputs top_logits[N,K] float32 (last position, descending), top_ids[N,K] int64,
+          present.{i}.key/value[N,H,T+S,D]
 
 CLI: ``python -m settle.trainer.export MODEL_DIR OUT_DIR [--dtype fp16] [--verify]``.
 """
@@ -23,6 +25,8 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+
+from settle.streams.sampler import GRAPH_FORMAT
 
 ONNX_FILE = "model.onnx"
 CONFIG_FILE = "onnx_config.json"
@@ -48,14 +52,15 @@ def _torch_dtype(dtype: str):
     return getattr(torch, DTYPES[dtype])
 
 
-def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
-    """(past input names, present output names) in the flat k0, v0, k1, v1, ... order."""
-    past, present = [], []
+def cache_names(num_layers: int) -> tuple[list[str], list[str], list[str]]:
+    """(prefix input, past input, present output) names in the flat k0, v0, k1, v1, ... order."""
+    prefix, past, present = [], [], []
     for i in range(num_layers):
         for kv in ("key", "value"):
-            past.append(f"past_key_values.{i}.{kv}")
+            prefix.append(f"prefix.{i}.{kv}")
+            past.append(f"past.{i}.{kv}")
             present.append(f"present.{i}.{kv}")
-    return past, present
+    return prefix, past, present
 
 
 def _cache_dims(config) -> tuple[int, int, int]:
@@ -65,56 +70,24 @@ def _cache_dims(config) -> tuple[int, int, int]:
     return layers, kv_heads, head_dim
 
 
-def _wrapper(model, all_logits: bool):
-    """A module with flat tensor I/O around ``model`` (builds the ``DynamicCache`` inside).
-
-    Unless ``all_logits``, only the last position's logits are computed: a 1500-token prefill
-    of a 152k-vocab model would otherwise materialise ~0.5-1 GB of logits nobody reads."""
-    import torch
-    from transformers import DynamicCache
-
-    class FlatCacheLM(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, position_ids, *past):
-            cache = DynamicCache(config=self.model.config)
-            for i in range(len(past) // 2):
-                cache.update(past[2 * i], past[2 * i + 1], i)
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=0 if all_logits else 1,
-            )
-            flat = []
-            for layer in out.past_key_values.layers:
-                flat += [layer.keys, layer.values]
-            # float32 logits whatever the graph dtype: the host samples in float32, and
-            # casting on the device is cheaper than numpy's float16 conversion.
-            return (out.logits.float(), *flat)
-
-    return FlatCacheLM().eval()
-
-
-def _example_inputs(config, dtype, device, batch: int = 2, seq: int = 3, past: int = 4):
-    """Trace inputs with a padded mask and a non-empty past, so nothing shape- or mask-specific
-    gets baked into the trace (transformers skips mask building for all-ones masks when not tracing)."""
+def _example_inputs(config, dtype, device, examples: int = 2, per: int = 2, new: int = 3,
+                    prefix: int = 5, past: int = 2):
+    """Trace inputs with padded masks and non-empty prefix and past, so that no shape or mask
+    special case gets baked into the trace."""
     import torch
 
     layers, kv_heads, head_dim = _cache_dims(config)
-    ids = torch.randint(0, config.vocab_size, (batch, seq), device=device)
-    mask = torch.ones(batch, past + seq, dtype=torch.int64, device=device)
-    mask[0, :2] = 0
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
-    kv = [
-        torch.randn(batch, kv_heads, past, head_dim, dtype=dtype, device=device)
-        for _ in range(2 * layers)
-    ]
-    return (ids, mask, pos, *kv)
+    rows = examples * per
+    ids = torch.randint(0, config.vocab_size, (rows, new), device=device)
+    prefix_mask = torch.ones(examples, prefix, dtype=torch.int64, device=device)
+    prefix_mask[0, :2] = 0
+    suffix_mask = torch.ones(rows, past + new, dtype=torch.int64, device=device)
+    suffix_mask[1, 0] = 0
+    pos = torch.arange(new, device=device).repeat(rows, 1) + prefix + past
+    top_k = torch.tensor(7, device=device)
+    kv = [torch.randn(examples, kv_heads, prefix, head_dim, dtype=dtype, device=device) for _ in range(2 * layers)]
+    kv += [torch.randn(rows, kv_heads, past, head_dim, dtype=dtype, device=device) for _ in range(2 * layers)]
+    return (ids, pos, prefix_mask, suffix_mask, top_k, *kv)
 
 
 def export_onnx(
@@ -123,19 +96,18 @@ def export_onnx(
     dtype: str = "fp32",
     device: str | None = None,
     opset: int = 17,
-    all_logits: bool = False,
 ) -> Path:
     """Export ``model_dir`` to ``out_dir/model.onnx`` (+ ``onnx_config.json`` and tokenizer files).
 
     ``dtype`` is the graph's float type: fp32 for CPU, fp16 for GPU serving (bf16 checkpoints are
-    cast). Eager attention is used for the export: its mask is a finite large negative, so a
-    fully masked row never turns into NaN. ``device`` defaults to cuda for fp16 when available.
-    ``logits`` is float32 [B, 1, V] (last position) unless ``all_logits`` ([B, S, V], scoring).
-    Graphs over ~1.8 GB are written with external data (``model.onnx.data``).
+    cast). ``device`` defaults to cuda for fp16 when available. Graphs over ~1.8 GB are written
+    with external data (``model.onnx.data``).
     """
     import onnx
     import torch
     from transformers import AutoModelForCausalLM
+
+    from .shared_prefix import SharedPrefixLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,38 +116,41 @@ def export_onnx(
     tdtype = _torch_dtype(dtype)
     if device is None:
         device = "cuda" if tdtype != torch.float32 and torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=tdtype, attn_implementation="eager"
-    ).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=tdtype).to(device).eval()
     config = model.config
+    graph = SharedPrefixLM(model).eval()
     layers, kv_heads, head_dim = _cache_dims(config)
-    past_names, present_names = cache_names(layers)
+    prefix_names, past_names, present_names = cache_names(layers)
     dyn: dict[str, dict[int, str]] = {
-        "input_ids": {0: "batch", 1: "seq"},
-        "attention_mask": {0: "batch", 1: "total"},
-        "position_ids": {0: "batch", 1: "seq"},
-        "logits": {0: "batch", 1: "seq"},
+        "input_ids": {0: "rows", 1: "new"},
+        "position_ids": {0: "rows", 1: "new"},
+        "prefix_mask": {0: "examples", 1: "prefix"},
+        "suffix_mask": {0: "rows", 1: "total"},
+        "top_logits": {0: "rows", 1: "k"},
+        "top_ids": {0: "rows", 1: "k"},
     }
-    dyn.update({n: {0: "batch", 2: "past"} for n in past_names})
-    dyn.update({n: {0: "batch", 2: "total"} for n in present_names})
+    dyn.update({n: {0: "examples", 2: "prefix"} for n in prefix_names})
+    dyn.update({n: {0: "rows", 2: "past"} for n in past_names})
+    dyn.update({n: {0: "rows", 2: "total"} for n in present_names})
 
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
         # TracerWarnings about shape-derived Python values are expected here: the checks that
-        # matter (dynamic past/seq/batch, padded masks) are in verify_export and the tests.
+        # matter (dynamic axes, padded masks, k rows per example) are in verify_export and tests.
         warnings.simplefilter("ignore")
         tmp_path = Path(tmp) / ONNX_FILE
         torch.onnx.export(
-            _wrapper(model, all_logits),
+            graph,
             _example_inputs(config, tdtype, device),
             str(tmp_path),
-            input_names=["input_ids", "attention_mask", "position_ids", *past_names],
-            output_names=["logits", *present_names],
+            input_names=["input_ids", "position_ids", "prefix_mask", "suffix_mask", "top_k",
+                         *prefix_names, *past_names],
+            output_names=["top_logits", "top_ids", *present_names],
             dynamic_axes=dyn,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
-        del model
+        del model, graph
         # The exporter writes >2 GB models as many external files; measure on disk, since
         # ByteSize() itself fails past protobuf's 2 GiB limit.
         big = sum(f.stat().st_size for f in Path(tmp).iterdir()) > EXTERNAL_DATA_THRESHOLD
@@ -189,24 +164,22 @@ def export_onnx(
             all_tensors_to_one_file=True,
             location=EXTERNAL_DATA_FILE,
         )
-    _write_side_files(Path(model_dir), out, config, dtype, layers, kv_heads, head_dim, all_logits)
+    _write_side_files(Path(model_dir), out, config, dtype, layers, kv_heads, head_dim)
     return out / ONNX_FILE
 
 
-def _write_side_files(
-    model_dir: Path, out: Path, config, dtype, layers, kv_heads, head_dim, all_logits
-) -> None:
+def _write_side_files(model_dir: Path, out: Path, config, dtype, layers, kv_heads, head_dim) -> None:
     for name in TOKENIZER_FILES:
         if (model_dir / name).exists():
             shutil.copy2(model_dir / name, out / name)
     eos = config.eos_token_id
     info = {
+        "graph": GRAPH_FORMAT,
         "num_layers": layers,
         "num_kv_heads": kv_heads,
         "head_dim": head_dim,
         "dtype": DTYPES[dtype],
         "vocab_size": config.vocab_size,
-        "logits": "all" if all_logits else "last",
         "model_type": config.model_type,
         "eos_token_id": eos,
         "pad_token_id": config.pad_token_id if config.pad_token_id is not None else eos,
@@ -239,15 +212,21 @@ def verify_export(
     model_dir: str | Path,
     onnx_dir: str | Path,
     prompt_len: int = 12,
-    batch: int = 2,
+    examples: int = 2,
+    per_example: int = 3,
+    steps: int = 3,
     seed: int = 0,
     device: str = "cpu",
 ) -> float:
-    """Max |logits_onnx - logits_transformers| over a padded prefill and one cached decode step.
+    """Max |logit_onnx - logit_transformers| over a padded prefill and ``steps`` shared-prefix
+    decode steps, each row checked against transformers run on that row's whole sequence.
 
-    The transformers model is loaded in the ONNX graph's dtype, on ``device`` (cpu, or cuda with
-    ONNX Runtime's CUDA provider). Row 0 is left-padded by 3 tokens so the mask/position-id path
-    is exercised too. Expect ~1e-5 for fp32 graphs and ~1e-2 for fp16 ones.
+    ``top_k`` is fed as the vocabulary size, so the graph's full sorted row is compared: both the
+    values in order and transformers' logits gathered at the graph's ids. Example 0 is
+    left-padded by 3 tokens (mask and position path); each example has ``per_example`` rows
+    drawing different tokens (the prefix is shared, the suffixes are not). The transformers model
+    runs in the graph's dtype on ``device`` (cpu, or cuda with ONNX Runtime's CUDA provider).
+    Expect ~1e-6 for fp32 graphs and ~1e-2 for fp16 ones.
     """
     import numpy as np
     import onnxruntime as ort
@@ -266,43 +245,52 @@ def verify_export(
     sess = ort.InferenceSession(str(Path(onnx_dir) / ONNX_FILE), providers=providers)
     if sess.get_providers()[0] != ("CUDAExecutionProvider" if device == "cuda" else providers[0]):
         raise RuntimeError(f"ONNX Runtime did not take the {device} provider")
-    past_names, present_names = cache_names(info["num_layers"])
+    prefix_names, past_names, _ = cache_names(info["num_layers"])
     np_dtype = np.float16 if info["dtype"] == "float16" else np.float32
+    vocab, h, d = info["vocab_size"], info["num_kv_heads"], info["head_dim"]
+    rows = examples * per_example
+    top_k = np.array(vocab, dtype=np.int64)
 
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, info["vocab_size"], (batch, prompt_len), generator=g)
-    mask = torch.ones(batch, prompt_len, dtype=torch.int64)
+    def reference(seqs: list[list[int]]) -> np.ndarray:
+        with torch.no_grad():
+            return np.stack([
+                model(input_ids=torch.tensor([q], device=device)).logits[0, -1].float().cpu().numpy() for q in seqs
+            ])
+
+    def diff(out: list, ref: np.ndarray) -> float:
+        values, ids = out[0], out[1]
+        in_order = np.abs(values - -np.sort(-ref, axis=1)).max()
+        at_ids = np.abs(values - np.take_along_axis(ref, ids, axis=1)).max()
+        return float(max(in_order, at_ids))
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, (examples, prompt_len))
+    mask = np.ones((examples, prompt_len), np.int64)
     mask[0, :3] = 0
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    nxt = torch.randint(0, info["vocab_size"], (batch, 1), generator=g)
-    mask2 = torch.cat([mask, torch.ones(batch, 1, dtype=torch.int64)], dim=1)
-    pos2 = pos[:, -1:] + 1
-
-    on = {"device": device}
-    with torch.no_grad():
-        ref1 = model(
-            input_ids=ids.to(**on), attention_mask=mask.to(**on), position_ids=pos.to(**on),
-            use_cache=True,
-        )
-        ref2 = model(
-            input_ids=nxt.to(**on), attention_mask=mask2.to(**on), position_ids=pos2.to(**on),
-            past_key_values=ref1.past_key_values, use_cache=True,
-        )
-    empty = np.zeros((batch, info["num_kv_heads"], 0, info["head_dim"]), dtype=np_dtype)
-    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "position_ids": pos.numpy()}
-    feed.update({n: empty for n in past_names})
-    out1 = sess.run(None, feed)
-    feed = {"input_ids": nxt.numpy(), "attention_mask": mask2.numpy(), "position_ids": pos2.numpy()}
-    feed.update(dict(zip(past_names, out1[1:])))
-    out2 = sess.run(None, feed)
-
-    ref_logits = ref1.logits.float().cpu().numpy()
-    real = mask.bool().numpy()  # padded positions' logits are meaningless on both sides
-    if info.get("logits") == "last":
-        ref_logits, real = ref_logits[:, -1:], real[:, -1:]
-    d1 = np.abs(out1[0].astype(np.float32) - ref_logits)[real].max()
-    d2 = np.abs(out2[0].astype(np.float32) - ref2.logits.float().cpu().numpy()).max()
-    return float(max(d1, d2))
+    prompts = [list(ids[e][mask[e].astype(bool)]) for e in range(examples)]
+    # Prefill: no past, and a one-position prefix that is masked off (ONNX Reshape cannot take a
+    # zero-length prefix axis).
+    empty = {n: np.zeros((examples, h, 1 if n in prefix_names else 0, d), np_dtype) for n in prefix_names + past_names}
+    out = sess.run(None, {
+        "input_ids": ids, "position_ids": np.clip(mask.cumsum(1) - 1, 0, None),
+        "prefix_mask": np.zeros((examples, 1), np.int64), "suffix_mask": mask, "top_k": top_k, **empty,
+    })
+    worst = diff(out, reference(prompts))
+    prefix = dict(zip(prefix_names, out[2:]))
+    seqs = [list(prompts[r // per_example]) for r in range(rows)]
+    past = {n: np.zeros((rows, h, 0, d), np_dtype) for n in past_names}
+    for step in range(steps):
+        tok = rng.integers(0, vocab, (rows, 1))
+        for r in range(rows):
+            seqs[r].append(int(tok[r, 0]))
+        out = sess.run(None, {
+            "input_ids": tok, "position_ids": np.array([[len(q) - 1] for q in seqs]),
+            "prefix_mask": mask, "suffix_mask": np.ones((rows, step + 1), np.int64), "top_k": top_k,
+            **prefix, **past,
+        })
+        worst = max(worst, diff(out, reference(seqs)))
+        past = dict(zip(past_names, out[2:]))
+    return worst
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -312,11 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--device", default=None, help="cpu|cuda (default: cuda for fp16/bf16 if present)")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--all-logits", action="store_true", help="logits for every position")
     p.add_argument("--verify", action="store_true", help="compare logits with transformers")
     p.add_argument("--verify-device", default="cpu", help="cpu|cuda for --verify")
     a = p.parse_args(argv)
-    path = export_onnx(a.model_dir, a.out_dir, a.dtype, a.device, a.opset, a.all_logits)
+    path = export_onnx(a.model_dir, a.out_dir, a.dtype, a.device, a.opset)
     print(f"wrote {path}")
     if a.verify:
         diff = verify_export(a.model_dir, a.out_dir, device=a.verify_device)

@@ -1,0 +1,121 @@
+"""The student's forward pass rewired for k samples that share one prompt: the graph we export.
+
+Why not export the transformers forward as is: it needs the prompt's KV cache repeated k times,
+so every decode step reads (and the host first copies and uploads) k copies of a ~1500-token
+prefix. Here the prompt's cache (the *prefix*, one per example) and each sample's own tokens (the
+*suffix*, one per row) are separate inputs, and attention scores both parts under one softmax:
+
+    scores = [q . prefix_keys[example] | q . suffix_keys[row]]   ->  softmax  ->  both values
+
+Rows are example-major (row r belongs to example r // k, k = rows / examples), so the prefix part
+is one batched matmul per example over all its k rows' queries: the prefix is read once per
+example per step. The last position's logits leave the graph only as their top ``top_k`` (values
+sorted descending, and ids), so a 150k-vocabulary row never crosses to the host; ``top_k`` is a
+graph input, so the full sorted row is still there for checks (``top_k = vocab``).
+
+The weights and sub-modules (projections, norms, MLP, rotary embedding) are the transformers
+model's own; only attention and the cache plumbing are rewritten. Works for Llama-style decoders
+(Qwen2 and Qwen3 without sliding windows, Llama).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SUPPORTED = ("qwen2", "qwen3", "llama")
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class SharedPrefixLM(nn.Module):
+    """forward(input_ids[N,S], position_ids[N,S], prefix_mask[E,P], suffix_mask[N,T+S], top_k[],
+    prefix k/v x layers [E,H,P,D], past k/v x layers [N,H,T,D])
+    -> (top_logits[N,K] fp32, top_ids[N,K], present k/v x layers [N,H,T+S,D]).
+
+    Prefill is the same graph with an empty past and a one-position prefix masked off (P >= 1:
+    an exported Reshape cannot take a zero-length axis): its ``present`` is the prompt's cache,
+    which later steps take as the prefix.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        config = model.config
+        if config.model_type not in SUPPORTED:
+            raise ValueError(f"model_type {config.model_type!r} is not supported (supported: {', '.join(SUPPORTED)})")
+        if getattr(config, "use_sliding_window", False):
+            raise ValueError("sliding-window attention is not supported by the shared-prefix graph")
+        self.config = config
+        self.embed = model.model.embed_tokens
+        self.layers = model.model.layers
+        self.norm = model.model.norm
+        self.rotary = model.model.rotary_emb
+        self.lm_head = model.lm_head
+
+    def forward(self, input_ids, position_ids, prefix_mask, suffix_mask, top_k, *kv):
+        n_layers = len(self.layers)
+        prefix, past = kv[: 2 * n_layers], kv[2 * n_layers:]
+        n, s = input_ids.shape
+        e = prefix_mask.shape[0]
+        total = suffix_mask.shape[1]
+        h = self.embed(input_ids)
+        cos, sin = self.rotary(h, position_ids)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        # Who may see what: the prefix by its mask (per example, so per row after the repeat), the
+        # suffix by its mask and causally (query i sits at suffix index total - s + i).
+        p = prefix_mask.shape[1]
+        rows_prefix_ok = prefix_mask.bool()[:, None, :].expand(e, n // e, p).reshape(n, 1, 1, 1, p)
+        query_at = torch.arange(s, device=h.device) + (total - s)
+        causal = torch.arange(total, device=h.device)[None, :] <= query_at[:, None]
+        suffix_ok = causal[None, None, None] & suffix_mask.bool()[:, None, None, None, :]
+        ok = torch.cat([rows_prefix_ok.expand(-1, -1, -1, s, -1), suffix_ok], dim=-1)
+        presents = []
+        for i, layer in enumerate(self.layers):
+            attn, key, value = self._attention(
+                layer.self_attn, layer.input_layernorm(h), cos, sin,
+                prefix[2 * i], prefix[2 * i + 1], past[2 * i], past[2 * i + 1], ok,
+            )
+            presents += [key, value]
+            h = h + attn
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        logits = self.lm_head(self.norm(h[:, -1])).float()
+        top_logits, top_ids = torch.topk(logits, top_k)
+        return (top_logits, top_ids, *presents)
+
+    def _attention(self, attn, x, cos, sin, prefix_k, prefix_v, past_k, past_v, ok):
+        n, s, _ = x.shape
+        d = attn.head_dim
+        q = attn.q_proj(x).view(n, s, -1, d)
+        k = attn.k_proj(x).view(n, s, -1, d)
+        if hasattr(attn, "q_norm"):  # Qwen3
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q = _rotate(q.transpose(1, 2), cos, sin)
+        k = _rotate(k.transpose(1, 2), cos, sin)
+        v = attn.v_proj(x).view(n, s, -1, d).transpose(1, 2)
+        keys = torch.cat([past_k, k], dim=2)  # the row's present: [N, Hkv, T+S, D]
+        values = torch.cat([past_v, v], dim=2)
+
+        e, hkv, p = prefix_k.shape[0], prefix_k.shape[1], prefix_k.shape[2]
+        g = q.shape[1] // hkv  # query heads per kv head (GQA)
+        per = n // e  # rows per example
+        q = q.reshape(n, hkv, g * s, d) * attn.scaling
+        # Prefix part: an example's k rows' queries side by side, against its prefix once.
+        qe = q.reshape(e, per, hkv, g * s, d).transpose(1, 2).reshape(e, hkv, per * g * s, d)
+        prefix_scores = torch.matmul(qe, prefix_k.transpose(2, 3))  # [E, Hkv, per*g*s, P]
+        prefix_scores = prefix_scores.reshape(e, hkv, per, g * s, p).transpose(1, 2).reshape(n, hkv, g, s, p)
+        suffix_scores = torch.matmul(q, keys.transpose(2, 3)).reshape(n, hkv, g, s, keys.shape[2])
+        scores = torch.cat([prefix_scores, suffix_scores], dim=-1).float()
+        scores = torch.where(ok, scores, torch.finfo(torch.float32).min)
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        prefix_probs = probs[..., :p]
+        suffix_probs = probs[..., p:].reshape(n, hkv, g * s, keys.shape[2])
+        out = torch.matmul(suffix_probs, values)  # [N, Hkv, g*s, D]
+        pe = prefix_probs.reshape(e, per, hkv, g * s, p).transpose(1, 2).reshape(e, hkv, per * g * s, p)
+        out_prefix = torch.matmul(pe, prefix_v).reshape(e, hkv, per, g * s, d).transpose(1, 2)
+        out = out + out_prefix.reshape(n, hkv, g * s, d)
+        out = out.reshape(n, hkv * g, s, d).transpose(1, 2).reshape(n, s, hkv * g * d)
+        return attn.o_proj(out), keys, values

@@ -32,6 +32,45 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
+def _fuse(*linears: nn.Linear) -> nn.Linear:
+    """One Linear computing several side by side: one MatMul (and Add) in the graph, not one each."""
+    weight = torch.cat([lin.weight for lin in linears], dim=0)
+    biases = [lin.bias for lin in linears]
+    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=biases[0] is not None,
+                      device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(weight)
+        if fused.bias is not None:
+            fused.bias.copy_(torch.cat(biases))
+    return fused
+
+
+class _Block(nn.Module):
+    """One decoder layer's weights, with q/k/v and gate/up fused (fewer, larger kernels per step)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        attn, mlp = layer.self_attn, layer.mlp
+        self.input_norm = layer.input_layernorm
+        self.post_norm = layer.post_attention_layernorm
+        self.qkv = _fuse(attn.q_proj, attn.k_proj, attn.v_proj)
+        self.o_proj = attn.o_proj
+        self.q_norm = getattr(attn, "q_norm", None)  # Qwen3
+        self.k_norm = getattr(attn, "k_norm", None)
+        self.head_dim = attn.head_dim
+        self.q_width = attn.q_proj.out_features
+        self.kv_width = attn.k_proj.out_features
+        self.scaling = attn.scaling
+        self.gate_up = _fuse(mlp.gate_proj, mlp.up_proj)
+        self.down = mlp.down_proj
+        self.act = mlp.act_fn
+        self.inter = mlp.gate_proj.out_features
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split([self.inter, self.inter], dim=-1)
+        return self.down(self.act(gate) * up)
+
+
 class SharedPrefixLM(nn.Module):
     """forward(input_ids[N,S], position_ids[N,S], prefix_mask[E,P], suffix_mask[N,T+S], top_k[],
     prefix k/v x layers [E,H,P,D], past k/v x layers [N,H,T,D])
@@ -49,15 +88,14 @@ class SharedPrefixLM(nn.Module):
             raise ValueError(f"model_type {config.model_type!r} is not supported (supported: {', '.join(SUPPORTED)})")
         if getattr(config, "use_sliding_window", False):
             raise ValueError("sliding-window attention is not supported by the shared-prefix graph")
-        self.config = config
         self.embed = model.model.embed_tokens
-        self.layers = model.model.layers
+        self.blocks = nn.ModuleList(_Block(layer) for layer in model.model.layers)
         self.norm = model.model.norm
         self.rotary = model.model.rotary_emb
         self.lm_head = model.lm_head
 
     def forward(self, input_ids, position_ids, prefix_mask, suffix_mask, top_k, *kv):
-        n_layers = len(self.layers)
+        n_layers = len(self.blocks)
         prefix, past = kv[: 2 * n_layers], kv[2 * n_layers:]
         n, s = input_ids.shape
         e = prefix_mask.shape[0]
@@ -74,35 +112,36 @@ class SharedPrefixLM(nn.Module):
         suffix_ok = causal[None, None, None] & suffix_mask.bool()[:, None, None, None, :]
         ok = torch.cat([rows_prefix_ok.expand(-1, -1, -1, s, -1), suffix_ok], dim=-1)
         presents = []
-        for i, layer in enumerate(self.layers):
+        for i, block in enumerate(self.blocks):
             attn, key, value = self._attention(
-                layer.self_attn, layer.input_layernorm(h), cos, sin,
-                prefix[2 * i], prefix[2 * i + 1], past[2 * i], past[2 * i + 1], ok,
+                block, block.input_norm(h), cos, sin, prefix[2 * i], prefix[2 * i + 1], past[2 * i], past[2 * i + 1], ok,
             )
             presents += [key, value]
             h = h + attn
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h + block.mlp(block.post_norm(h))
         logits = self.lm_head(self.norm(h[:, -1])).float()
         top_logits, top_ids = torch.topk(logits, top_k)
         return (top_logits, top_ids, *presents)
 
-    def _attention(self, attn, x, cos, sin, prefix_k, prefix_v, past_k, past_v, ok):
+    def _attention(self, block: _Block, x, cos, sin, prefix_k, prefix_v, past_k, past_v, ok):
         n, s, _ = x.shape
-        d = attn.head_dim
-        q = attn.q_proj(x).view(n, s, -1, d)
-        k = attn.k_proj(x).view(n, s, -1, d)
-        if hasattr(attn, "q_norm"):  # Qwen3
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q = _rotate(q.transpose(1, 2), cos, sin)
-        k = _rotate(k.transpose(1, 2), cos, sin)
-        v = attn.v_proj(x).view(n, s, -1, d).transpose(1, 2)
+        d = block.head_dim
+        q, k, v = block.qkv(x).split([block.q_width, block.kv_width, block.kv_width], dim=-1)
+        q, k, v = q.view(n, s, -1, d), k.view(n, s, -1, d), v.view(n, s, -1, d)
+        if block.q_norm is not None:
+            q, k = block.q_norm(q), block.k_norm(k)
+        # Rotate queries and keys in one pass: they share positions.
+        heads = q.shape[2]
+        qk = _rotate(torch.cat([q, k], dim=2).transpose(1, 2), cos, sin)
+        q, k = qk[:, :heads], qk[:, heads:]
+        v = v.transpose(1, 2)
         keys = torch.cat([past_k, k], dim=2)  # the row's present: [N, Hkv, T+S, D]
         values = torch.cat([past_v, v], dim=2)
 
         e, hkv, p = prefix_k.shape[0], prefix_k.shape[1], prefix_k.shape[2]
         g = q.shape[1] // hkv  # query heads per kv head (GQA)
         per = n // e  # rows per example
-        q = q.reshape(n, hkv, g * s, d) * attn.scaling
+        q = q.reshape(n, hkv, g * s, d) * block.scaling
         # Prefix part: an example's k rows' queries side by side, against its prefix once.
         qe = q.reshape(e, per, hkv, g * s, d).transpose(1, 2).reshape(e, hkv, per * g * s, d)
         prefix_scores = torch.matmul(qe, prefix_k.transpose(2, 3))  # [E, Hkv, per*g*s, P]
@@ -118,4 +157,4 @@ class SharedPrefixLM(nn.Module):
         out_prefix = torch.matmul(pe, prefix_v).reshape(e, hkv, per, g * s, d).transpose(1, 2)
         out = out + out_prefix.reshape(n, hkv, g * s, d)
         out = out.reshape(n, hkv * g, s, d).transpose(1, 2).reshape(n, s, hkv * g * d)
-        return attn.o_proj(out), keys, values
+        return block.o_proj(out), keys, values

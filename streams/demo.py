@@ -101,11 +101,14 @@ def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: flo
             settled = {e.id: e for e in (decode_settled(r.value) for r in records)}
             with console.status("trainer: fine-tune on `kept`, export, evaluate against v0001"):
                 report = train_once(settings, config, progress=False)
+            current = "v0001"
             if report.status == "published":
-                _wait_for_reload(scorer, report.message.version, timeout_s=120)  # type: ignore[union-attr]
-                asyncio.run(produce_lines(settings, second))
-                scored = _watch(settings, set(reference) | second_ids, [settle, scorer], timeout_s,
-                                f"scored (model {report.message.version})")  # type: ignore[union-attr]
+                current = report.message.version  # type: ignore[union-attr]
+                _wait_for_reload(scorer, current, timeout_s=120)
+            # A rejected candidate changes nothing: the second batch is scored by v0001 then.
+            asyncio.run(produce_lines(settings, second))
+            scored = _watch(settings, set(reference) | second_ids, [settle, scorer], timeout_s,
+                            f"second batch scored (model {current})")
             dead = asyncio.run(read_topic(settings, DEAD_LETTER, idle_s=1.0))
         finally:
             scorer.stop()

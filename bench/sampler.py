@@ -6,7 +6,8 @@ the work is equal; HF repeats each prompt k times before its prefill and carries
 cache, the sampler prefills it once and its k rows share that cache.
 
   .venv/bin/python bench/sampler.py --shape tiny --k 8 --prompt-tokens 256 --new-tokens 32 --examples 4
-  python bench/sampler.py --shape qwen2.5-0.5b --device cuda --dtype fp16   # GPU machine
+  python bench/sampler.py --shape qwen2.5-0.5b --device cuda --dtype fp16 \
+      --examples 64 --batch-examples 32 --peer-examples 4                  # GPU machine
 
 On cuda nothing silently falls back to the CPU: HF runs on the GPU and the sampler must get
 ONNX Runtime's CUDA provider (onnxruntime-gpu), which turns on I/O binding.
@@ -31,6 +32,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--examples", type=int, default=4)
     p.add_argument("--batch-examples", type=int, default=1)
+    p.add_argument("--peer-examples", type=int, default=0,
+                   help="HF generate runs only the first N examples (0: all); rates are per example")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -141,13 +144,14 @@ def run_ort(a: argparse.Namespace, onnx_dir: Path, prompts: np.ndarray) -> tuple
     )
 
 
-def _report(a: argparse.Namespace, times: dict[str, float], notes: list[str]) -> None:
+def _report(a: argparse.Namespace, times: dict[str, tuple[float, int]], notes: list[str]) -> None:
+    """``times``: engine -> (seconds, examples it ran). Rates are per example, so a peer that ran
+    fewer examples (``--peer-examples``) is still compared on the same work per example."""
     from rich.console import Console
     from rich.table import Table
 
-    n, toks = a.examples, a.examples * a.k * a.new_tokens
     table = Table(title=(
-        f"{a.shape} {a.dtype} on {a.device}: {n} examples x k={a.k}, prompt {a.prompt_tokens} tok, "
+        f"{a.shape} {a.dtype} on {a.device}: k={a.k}, prompt {a.prompt_tokens} tok, "
         f"{a.new_tokens} new tok, {a.batch_examples} example(s)/call, T={a.temperature} "
         f"top_k={a.top_k} top_p={a.top_p}"
     ))
@@ -157,15 +161,17 @@ def _report(a: argparse.Namespace, times: dict[str, float], notes: list[str]) ->
     both = "HF generate" in times and "ONNX sampler" in times
     if both:
         table.add_column("ONNX speedup", justify="right")
+    per_example = {name: s / n for name, (s, n) in times.items()}
     rows = [
-        ("wall s", lambda s: s, "{:.2f}"),
-        ("examples/s", lambda s: n / s, "{:.3f}"),
-        ("sampled tokens/s", lambda s: toks / s, "{:.1f}"),
+        ("examples run", lambda name: str(times[name][1]), None),
+        ("wall s", lambda name: f"{times[name][0]:.2f}", None),
+        ("examples/s", lambda name: f"{1 / per_example[name]:.3f}", True),
+        ("sampled tokens/s", lambda name: f"{a.k * a.new_tokens / per_example[name]:.1f}", True),
     ]
-    for label, f, fmt in rows:
-        cells = [fmt.format(f(s)) for s in times.values()]
-        if both:  # same work on both sides, so every row has the same ratio
-            cells.append(f"{times['HF generate'] / times['ONNX sampler']:.2f}x")
+    for label, cell, ratio in rows:
+        cells = [cell(name) for name in times]
+        if both:  # the same work per example on both sides, so every rate row has the same ratio
+            cells.append(f"{per_example['HF generate'] / per_example['ONNX sampler']:.2f}x" if ratio else "")
         table.add_row(label, *cells)
     Console().print(table)
     for note in notes:
@@ -186,10 +192,12 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, float] = {}
         notes = []
         if "hf" in engines:
-            times["HF generate"] = run_hf(a, model_dir, prompts)
+            peer = prompts[: a.peer_examples] if a.peer_examples else prompts
+            times["HF generate"] = (run_hf(a, model_dir, peer), len(peer))
             notes.append(f"HF generate: torch on {a.device}, {a.dtype}")
         if "ort" in engines:
-            times["ONNX sampler"], used = run_ort(a, onnx_dir, prompts)
+            seconds, used = run_ort(a, onnx_dir, prompts)
+            times["ONNX sampler"] = (seconds, len(prompts))
             notes.append(f"ONNX sampler ({ort_dtype} graph): {used}")
         _report(a, times, notes)
     finally:

@@ -212,6 +212,17 @@ def test_k_samples_share_one_prefill(onnx_dir, prompts):
     assert first != second
 
 
+def test_prefill_memo_is_bounded_in_bytes(onnx_dir, prompts):
+    probe = Sampler(onnx_dir)
+    probe.sample(prompts[:1], k=1, max_new_tokens=1)
+    one = probe.prefill_cache_held  # bytes for prompt 0
+    sampler = Sampler(onnx_dir, prefill_cache_bytes=one)
+    sampler.sample(prompts[1:2] + prompts[:1], k=2, max_new_tokens=2)  # prompt 0 is longer than 1
+    assert sampler.prefill_cache_held == one and len(sampler._prefill_cache) == 1
+    sampler.sample(prompts[:1], k=2, max_new_tokens=2, seed=1)
+    assert sampler.stats.prefill_cache_hits == 1 and sampler.stats.prefill_runs == 2
+
+
 def test_sample_text(onnx_dir):
     sampler = Sampler(onnx_dir)
     out = sampler.sample_text(["def f(x):", "import"], k=3, max_new_tokens=6, seed=0)

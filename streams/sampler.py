@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 #: the graph layout this sampler drives (``onnx_config.json`` "graph")
-GRAPH_FORMAT = "shared-prefix/1"
+GRAPH_FORMAT = "shared-prefix/2"
 
 
 class GraphFormatError(ValueError):
@@ -45,6 +45,8 @@ class SamplerStats:
     prefill_tokens: int = 0
     prefill_cache_hits: int = 0
     decode_steps: int = 0
+    row_steps: int = 0  # rows computed, summed over decode steps (sampled_tokens / this = useful share)
+    compactions: int = 0  # times finished examples were dropped from a running batch
     sampled_tokens: int = 0
     prefill_s: float = 0.0  # graph time, prefill runs
     decode_s: float = 0.0  # graph time, decode steps (incl. I/O binding transfers)
@@ -123,11 +125,13 @@ class Sampler:
         session_options=None,
         prefill_cache_size: int = 8,
         prefill_cache_bytes: int = 1 << 30,
+        compact: bool = True,
     ) -> None:
         """``providers`` default: CUDA when this ORT build has it, else CPU. ``io_binding``
         default: on iff the session runs on CUDA. The prefill memo holds at most
         ``prefill_cache_size`` prompts and ``prefill_cache_bytes`` of host cache (a 1500-token
-        prompt of a 0.5B fp16 student is ~18 MB)."""
+        prompt of a 0.5B fp16 student is ~18 MB). ``compact``: drop an example from the running
+        batch once all its rows have stopped (results are the same either way)."""
         import onnxruntime as ort
 
         self.dir = Path(onnx_dir)
@@ -166,6 +170,8 @@ class Sampler:
         self._prefill_cache_bytes = prefill_cache_bytes
         self.prefill_cache_held = 0  # bytes in the memo now
         self._tokenizer = None
+        self.compact = compact
+        self._compactor = None  # the compaction graph's session, opened on first use
 
     def _kv(self, rows: int, length: int) -> np.ndarray:
         return np.zeros((rows, self.info["num_kv_heads"], length, self.info["head_dim"]), self.dtype)
@@ -249,6 +255,34 @@ class Sampler:
         outs = binding.get_outputs()
         return outs[0].numpy(), outs[1].numpy(), outs[2:]
 
+    def _compact(self, examples: np.ndarray, rows: np.ndarray, prefix: list, past: list) -> tuple[list, list]:
+        """Keep only ``examples``' prefixes and ``rows``' suffix caches, where the caches live."""
+        self.stats.compactions += 1
+        if not self.io_binding:
+            return [p[examples] for p in prefix], [p[rows] for p in past]
+        kept = self._run_compactor(examples, rows, prefix, past)
+        if isinstance(past[0], np.ndarray):  # the empty past before the first step stays on the host
+            return kept[: len(prefix)], [self._kv(len(rows), 0)] * len(past)
+        return kept[: len(prefix)], kept[len(prefix):]
+
+    def _run_compactor(self, examples: np.ndarray, rows: np.ndarray, prefix: list, past: list) -> list:
+        if self._compactor is None:
+            import onnxruntime as ort
+
+            self._compactor = ort.InferenceSession(str(self.dir / "compact.onnx"), providers=self.session.get_providers())
+        binding = self._compactor.io_binding()
+        binding.bind_cpu_input("examples", examples.astype(np.int64))
+        binding.bind_cpu_input("rows", rows.astype(np.int64))
+        for name, value in [*zip(self.prefix_names, prefix), *zip(self.past_names, past)]:
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in self.prefix_names + self.past_names:
+            binding.bind_output(f"kept.{name}", self.device, 0)
+        self._compactor.run_with_iobinding(binding)
+        return binding.get_outputs()
+
     # -- public API -------------------------------------------------------------------------
 
     def sample(
@@ -310,31 +344,42 @@ class Sampler:
         top_k_input = np.array(cut, np.int64)
 
         out: list[list[int]] = [[] for _ in range(n)]
-        done = np.zeros(n, bool)
         stopped_by = np.full(n, -1, np.int64)
+        live = np.arange(n)  # original row of each row still in the batch
+        done = np.zeros(n, bool)  # per live row
         for step in range(max_new_tokens):
             t = time.perf_counter()
+            # Every row's uniform is drawn whether or not it is still live, so dropping finished
+            # examples never shifts what the others draw.
             if rngs is None:
                 u = 1.0 - rng.random(n)
             else:
                 u = np.concatenate([1.0 - g.random(k) for g in rngs])
-            tok = pick_tokens(values, ids, temperature, top_p, u)
+            tok = pick_tokens(values, ids, temperature, top_p, u[live])
             self.stats.sample_s += time.perf_counter() - t
             hit = np.isin(tok, stops) & ~done
-            stopped_by[hit] = tok[hit]
+            stopped_by[live[hit]] = tok[hit]
             for r in np.flatnonzero(~done & ~hit):
-                out[r].append(int(tok[r]))
+                out[live[r]].append(int(tok[r]))
             self.stats.sampled_tokens += int((~done).sum())
             done |= hit
             if done.all() or step == max_new_tokens - 1:
                 break
+            finished = done.reshape(-1, k).all(axis=1)
+            if self.compact and finished.any():
+                examples = np.flatnonzero(~finished)
+                rows = (examples[:, None] * k + np.arange(k)).ravel()
+                prefix, past = self._compact(examples, rows, prefix, past)
+                live, done, tok, positions = live[rows], done[rows], tok[rows], positions[rows]
+                prefix_mask = prefix_mask[examples]
             small = {
                 "input_ids": np.where(done, self.pad_token_id, tok).astype(np.int64)[:, None],
                 "position_ids": (positions + step)[:, None],
                 "prefix_mask": prefix_mask,
-                "suffix_mask": np.ones((n, step + 1), np.int64),
+                "suffix_mask": np.ones((len(live), step + 1), np.int64),
                 "top_k": top_k_input,
             }
+            self.stats.row_steps += len(live)
             values, ids, past = self._decode(small, prefix, past)
         grouped = [out[i * k:(i + 1) * k] for i in range(len(prompts))]
         if not return_stops:

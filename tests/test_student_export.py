@@ -223,6 +223,22 @@ def test_prefill_memo_is_bounded_in_bytes(onnx_dir, prompts):
     assert sampler.stats.prefill_cache_hits == 1 and sampler.stats.prefill_runs == 2
 
 
+@pytest.mark.parametrize("io_binding", [False, True])
+def test_dropping_finished_examples_changes_no_sample(onnx_dir, prompts, io_binding):
+    """Examples whose rows have all stopped leave the running batch (their caches are gathered
+    out where they live); every sample and stop reason stays exactly what it was."""
+    stops = list(range(3, 4096, 9))  # ~1 in 9 tokens ends a row: rows end at scattered steps
+    kw = dict(k=3, max_new_tokens=20, temperature=1.0, top_k=40, seeds=[11, 12, 13], stop_token_ids=stops,
+              return_stops=True)
+    full = Sampler(onnx_dir, io_binding=io_binding, compact=False)
+    dropped = Sampler(onnx_dir, io_binding=io_binding)
+    want = full.sample(prompts, **kw)
+    assert dropped.sample(prompts, **kw) == want
+    assert dropped.stats.compactions > 0
+    assert dropped.stats.row_steps < full.stats.row_steps
+    assert dropped.stats.sampled_tokens == full.stats.sampled_tokens
+
+
 def test_sample_text(onnx_dir):
     sampler = Sampler(onnx_dir)
     out = sampler.sample_text(["def f(x):", "import"], k=3, max_new_tokens=6, seed=0)

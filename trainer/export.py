@@ -29,6 +29,7 @@ from pathlib import Path
 from settle.streams.sampler import GRAPH_FORMAT
 
 ONNX_FILE = "model.onnx"
+COMPACT_FILE = "compact.onnx"
 CONFIG_FILE = "onnx_config.json"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 # Protobuf's hard limit is 2 GiB; stay clear of it.
@@ -164,8 +165,33 @@ def export_onnx(
             all_tensors_to_one_file=True,
             location=EXTERNAL_DATA_FILE,
         )
+    write_compact_graph(out / COMPACT_FILE, layers, dtype)
     _write_side_files(Path(model_dir), out, config, dtype, layers, kv_heads, head_dim)
     return out / ONNX_FILE
+
+
+def write_compact_graph(path: Path, num_layers: int, dtype: str) -> None:
+    """A graph that keeps only some examples' prefixes and some rows' suffix caches (Gather on
+    axis 0), so the sampler can drop finished examples from the batch without the caches leaving
+    the device."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.FLOAT
+    prefix_names, past_names, _ = cache_names(num_layers)
+    inputs = [
+        helper.make_tensor_value_info("examples", TensorProto.INT64, ["kept_examples"]),
+        helper.make_tensor_value_info("rows", TensorProto.INT64, ["kept_rows"]),
+    ]
+    outputs, nodes = [], []
+    for names, index, axis0 in ((prefix_names, "examples", "E"), (past_names, "rows", "N")):
+        for name in names:
+            inputs.append(helper.make_tensor_value_info(name, elem, [axis0, "H", f"L_{name}", "D"]))
+            outputs.append(helper.make_tensor_value_info(f"kept.{name}", elem, None))
+            nodes.append(helper.make_node("Gather", [name, index], [f"kept.{name}"], axis=0))
+    graph = helper.make_graph(nodes, "compact", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save_model(model, str(path))
 
 
 def _write_side_files(model_dir: Path, out: Path, config, dtype, layers, kv_heads, head_dim) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 #: the graph layout this sampler drives (``onnx_config.json`` "graph")
-GRAPH_FORMAT = "shared-prefix/2"
+GRAPH_FORMAT = "shared-prefix/3"
 
 
 class GraphFormatError(ValueError):
@@ -46,7 +46,7 @@ class SamplerStats:
     prefill_cache_hits: int = 0
     decode_steps: int = 0
     row_steps: int = 0  # rows computed, summed over decode steps (sampled_tokens / this = useful share)
-    compactions: int = 0  # times finished examples were dropped from a running batch
+    compactions: int = 0  # times finished rows were dropped from a running batch
     sampled_tokens: int = 0
     prefill_s: float = 0.0  # graph time, prefill runs
     decode_s: float = 0.0  # graph time, decode steps (incl. I/O binding transfers)
@@ -130,8 +130,8 @@ class Sampler:
         """``providers`` default: CUDA when this ORT build has it, else CPU. ``io_binding``
         default: on iff the session runs on CUDA. The prefill memo holds at most
         ``prefill_cache_size`` prompts and ``prefill_cache_bytes`` of host cache (a 1500-token
-        prompt of a 0.5B fp16 student is ~18 MB). ``compact``: drop an example from the running
-        batch once all its rows have stopped (results are the same either way)."""
+        prompt of a 0.5B fp16 student is ~18 MB). ``compact``: drop finished rows from the running
+        batch (results are the same either way; see ``sample``)."""
         import onnxruntime as ort
 
         self.dir = Path(onnx_dir)
@@ -171,7 +171,7 @@ class Sampler:
         self.prefill_cache_held = 0  # bytes in the memo now
         self._tokenizer = None
         self.compact = compact
-        self._compactor = None  # the compaction graph's session, opened on first use
+        self._gatherer = None  # gather.onnx's session, opened on first use
 
     def _kv(self, rows: int, length: int) -> np.ndarray:
         return np.zeros((rows, self.info["num_kv_heads"], length, self.info["head_dim"]), self.dtype)
@@ -255,33 +255,40 @@ class Sampler:
         outs = binding.get_outputs()
         return outs[0].numpy(), outs[1].numpy(), outs[2:]
 
-    def _compact(self, examples: np.ndarray, rows: np.ndarray, prefix: list, past: list) -> tuple[list, list]:
-        """Keep only ``examples``' prefixes and ``rows``' suffix caches, where the caches live."""
-        self.stats.compactions += 1
-        if not self.io_binding:
-            return [p[examples] for p in prefix], [p[rows] for p in past]
-        kept = self._run_compactor(examples, rows, prefix, past)
-        if isinstance(past[0], np.ndarray):  # the empty past before the first step stays on the host
-            return kept[: len(prefix)], [self._kv(len(rows), 0)] * len(past)
-        return kept[: len(prefix)], kept[len(prefix):]
-
-    def _run_compactor(self, examples: np.ndarray, rows: np.ndarray, prefix: list, past: list) -> list:
-        if self._compactor is None:
+    def _gather(self, arrays: list, index: np.ndarray) -> list:
+        """``[a[index] for a in arrays]`` where the arrays live: on the device under I/O binding
+        (one run of ``gather.onnx``), with numpy otherwise."""
+        if isinstance(arrays[0], np.ndarray):  # numpy path, or the empty past before step one
+            return [a[index] for a in arrays]
+        if self._gatherer is None:
             import onnxruntime as ort
 
-            self._compactor = ort.InferenceSession(str(self.dir / "compact.onnx"), providers=self.session.get_providers())
-        binding = self._compactor.io_binding()
-        binding.bind_cpu_input("examples", examples.astype(np.int64))
-        binding.bind_cpu_input("rows", rows.astype(np.int64))
-        for name, value in [*zip(self.prefix_names, prefix), *zip(self.past_names, past)]:
-            if isinstance(value, np.ndarray):
-                binding.bind_cpu_input(name, value)
-            else:
-                binding.bind_ortvalue_input(name, value)
-        for name in self.prefix_names + self.past_names:
-            binding.bind_output(f"kept.{name}", self.device, 0)
-        self._compactor.run_with_iobinding(binding)
+            self._gatherer = ort.InferenceSession(str(self.dir / "gather.onnx"), providers=self.session.get_providers())
+        binding = self._gatherer.io_binding()
+        binding.bind_cpu_input("index", index.astype(np.int64))
+        for j, value in enumerate(arrays):
+            binding.bind_ortvalue_input(f"x.{j}", value)
+            binding.bind_output(f"y.{j}", self.device, 0)
+        self._gatherer.run_with_iobinding(binding)
         return binding.get_outputs()
+
+    def _drop_finished(self, done: np.ndarray, prefix: list, past: list, prefix_mask: np.ndarray):
+        """Shrink the batch to the busiest example's live rows: every example keeps that many rows
+        (its live ones first, finished ones as filler: the graph needs equal rows per example),
+        and examples with no live row leave with their prefix. Returns the new prefix, past,
+        prefix mask and the kept rows' old indices (None when nothing can be dropped)."""
+        grid = done.reshape(len(prefix_mask), -1)
+        live_per = (~grid).sum(axis=1)
+        keep = np.flatnonzero(live_per > 0)
+        width = int(live_per.max())
+        if len(keep) == len(grid) and width == grid.shape[1]:
+            return prefix, past, prefix_mask, None
+        self.stats.compactions += 1
+        order = np.argsort(grid[keep], axis=1, kind="stable")[:, :width]  # live (False) first
+        rows = (keep[:, None] * grid.shape[1] + order).ravel()
+        if len(keep) < len(grid):
+            prefix, prefix_mask = self._gather(prefix, keep), prefix_mask[keep]
+        return prefix, self._gather(past, rows), prefix_mask, rows
 
     # -- public API -------------------------------------------------------------------------
 
@@ -365,13 +372,10 @@ class Sampler:
             done |= hit
             if done.all() or step == max_new_tokens - 1:
                 break
-            finished = done.reshape(-1, k).all(axis=1)
-            if self.compact and finished.any():
-                examples = np.flatnonzero(~finished)
-                rows = (examples[:, None] * k + np.arange(k)).ravel()
-                prefix, past = self._compact(examples, rows, prefix, past)
-                live, done, tok, positions = live[rows], done[rows], tok[rows], positions[rows]
-                prefix_mask = prefix_mask[examples]
+            if self.compact:
+                prefix, past, prefix_mask, rows = self._drop_finished(done, prefix, past, prefix_mask)
+                if rows is not None:
+                    live, done, tok, positions = live[rows], done[rows], tok[rows], positions[rows]
             small = {
                 "input_ids": np.where(done, self.pad_token_id, tok).astype(np.int64)[:, None],
                 "position_ids": (positions + step)[:, None],

@@ -224,9 +224,9 @@ def test_prefill_memo_is_bounded_in_bytes(onnx_dir, prompts):
 
 
 @pytest.mark.parametrize("io_binding", [False, True])
-def test_dropping_finished_examples_changes_no_sample(onnx_dir, prompts, io_binding):
-    """Examples whose rows have all stopped leave the running batch (their caches are gathered
-    out where they live); every sample and stop reason stays exactly what it was."""
+def test_dropping_finished_rows_changes_no_sample(onnx_dir, prompts, io_binding):
+    """Finished rows, and examples with no live row, leave the running batch (their caches are
+    gathered out where they live); every sample and stop reason stays exactly what it was."""
     stops = list(range(3, 4096, 9))  # ~1 in 9 tokens ends a row: rows end at scattered steps
     kw = dict(k=3, max_new_tokens=20, temperature=1.0, top_k=40, seeds=[11, 12, 13], stop_token_ids=stops,
               return_stops=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 from settle.streams.sampler import GRAPH_FORMAT
 
 ONNX_FILE = "model.onnx"
-COMPACT_FILE = "compact.onnx"
+GATHER_FILE = "gather.onnx"
 CONFIG_FILE = "onnx_config.json"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 # Protobuf's hard limit is 2 GiB; stay clear of it.
@@ -165,31 +165,26 @@ def export_onnx(
             all_tensors_to_one_file=True,
             location=EXTERNAL_DATA_FILE,
         )
-    write_compact_graph(out / COMPACT_FILE, layers, dtype)
+    write_gather_graph(out / GATHER_FILE, layers, dtype)
     _write_side_files(Path(model_dir), out, config, dtype, layers, kv_heads, head_dim)
     return out / ONNX_FILE
 
 
-def write_compact_graph(path: Path, num_layers: int, dtype: str) -> None:
-    """A graph that keeps only some examples' prefixes and some rows' suffix caches (Gather on
-    axis 0), so the sampler can drop finished examples from the batch without the caches leaving
-    the device."""
+def write_gather_graph(path: Path, num_layers: int, dtype: str) -> None:
+    """A graph that keeps some batch entries of all 2 x layers cache tensors (Gather on axis 0):
+    the sampler drops finished rows (suffix caches) and examples (prefixes) with it, so the caches
+    never leave the device."""
     import onnx
     from onnx import TensorProto, helper
 
     elem = TensorProto.FLOAT16 if dtype == "fp16" else TensorProto.FLOAT
-    prefix_names, past_names, _ = cache_names(num_layers)
-    inputs = [
-        helper.make_tensor_value_info("examples", TensorProto.INT64, ["kept_examples"]),
-        helper.make_tensor_value_info("rows", TensorProto.INT64, ["kept_rows"]),
-    ]
+    inputs = [helper.make_tensor_value_info("index", TensorProto.INT64, ["kept"])]
     outputs, nodes = [], []
-    for names, index, axis0 in ((prefix_names, "examples", "E"), (past_names, "rows", "N")):
-        for name in names:
-            inputs.append(helper.make_tensor_value_info(name, elem, [axis0, "H", f"L_{name}", "D"]))
-            outputs.append(helper.make_tensor_value_info(f"kept.{name}", elem, None))
-            nodes.append(helper.make_node("Gather", [name, index], [f"kept.{name}"], axis=0))
-    graph = helper.make_graph(nodes, "compact", inputs, outputs)
+    for j in range(2 * num_layers):
+        inputs.append(helper.make_tensor_value_info(f"x.{j}", elem, ["batch", "heads", f"length_{j}", "head_dim"]))
+        outputs.append(helper.make_tensor_value_info(f"y.{j}", elem, None))
+        nodes.append(helper.make_node("Gather", [f"x.{j}", "index"], [f"y.{j}"], axis=0))
+    graph = helper.make_graph(nodes, "gather", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save_model(model, str(path))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -136,10 +137,22 @@ def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Pat
     assert code == 2 and "bad band policy" in err
     code, _, err = _run("score", str(settled), "--model", str(student_dir), "--keep-min", "0.9", "--keep-max", "0.1")
     assert code == 2 and "bad band policy" in err
-    code, out, err = _run("score", str(settled), "--model", str(student_dir), "--k", "2", "--max-new-tokens", "4")
+    code, _, err = _run("score", str(settled), "--model", str(student_dir), "--top-k", "-1")
+    assert code == 2 and "--top-k must be >= 0" in err
+    code, _, err = _run("score", str(settled), "--model", str(student_dir), "--top-p", "0")
+    assert code == 2 and "--top-p must be in (0, 1]" in err
+    code, out, err = _run("score", str(settled), "--model", str(student_dir), "--k", "2", "--max-new-tokens", "4",
+                          "--top-k", "7")
     assert code == 0 and ":2: not a settled example" in err
     (scored,) = [json.loads(line) for line in out.splitlines()]
     assert scored["decision"]["policy"]["k"] == 2 and scored["model_version"].startswith("sha-")
+    assert scored["top_k"] == 7
+    old = tmp_path / "old-export"
+    shutil.copytree(student_dir, old)
+    info = json.loads((old / "onnx_config.json").read_text())
+    (old / "onnx_config.json").write_text(json.dumps({**info, "graph": "flat-cache"}))
+    code, _, err = _run("score", str(settled), "--model", str(old))
+    assert code == 2 and "re-export" in err
 
 
 @pytest.mark.broker

@@ -5,7 +5,7 @@ student's own stop tokens (samples end at ``<|editable_region_end|>`` at scatter
 samples per example, adaptive k off so that every source draws exactly k samples per example.
 Sources, on the same examples in the same run:
 
-1. the ONNX sampler (shared prompt cache, finished examples dropped from the batch),
+1. the ONNX sampler (shared prompt cache, finished rows dropped from the batch),
 2. the same sampler with dropping off,
 3. ``generate(do_sample=True, num_return_sequences=k)`` with the same stop tokens, temperature,
    top-k and top-p (transformers keeps a finished row in the batch until all rows finish).
@@ -39,7 +39,7 @@ from settle.trainer.bootstrap import bootstrap_student
 class HFSource:
     """The scorer's SampleSource over ``transformers`` ``generate`` (the peer)."""
 
-    def __init__(self, model_dir: Path, onnx_student: OnnxStudent) -> None:
+    def __init__(self, model_dir: Path, onnx_student: OnnxStudent, per_call: int) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -52,17 +52,26 @@ class HFSource:
         self.pad = onnx_student.sampler.pad_token_id
         self.model_name, self.model_version = "hf-generate", onnx_student.model_version
         self.sampled_tokens = 0
+        self.per_call = per_call  # prompts per generate call (left-padded together)
 
     def draw(
         self, prompts: Sequence[str], n: int, seeds: Sequence[int], *, temperature: float, top_p: float,
         max_new_tokens: int, top_k: int = 0,
+    ) -> list[list[Draw]]:
+        out: list[list[Draw]] = []
+        for i in range(0, len(prompts), self.per_call):
+            out += self._generate(prompts[i:i + self.per_call], n, seeds[i], temperature, top_p, max_new_tokens, top_k)
+        return out
+
+    def _generate(  # type: ignore[no-untyped-def]
+        self, prompts, n: int, seed: int, temperature: float, top_p: float, max_new_tokens: int, top_k: int
     ) -> list[list[Draw]]:
         torch = self.torch
         ids = [self.encode_prompt(p) for p in prompts]
         width = max(map(len, ids))
         batch = torch.tensor([[self.pad] * (width - len(x)) + x for x in ids])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-        torch.manual_seed(seeds[0])
+        torch.manual_seed(seed)
         with torch.inference_mode():
             out = self.model.generate(
                 batch, attention_mask=mask, do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,
@@ -105,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=Path("var/cache"))
     ap.add_argument("--student", type=Path, default=None, help="model directory (default: the cached bootstrap)")
     ap.add_argument("--engines", default="compact,full,hf", help="comma list of compact, full, hf")
+    ap.add_argument("--peer-batch", type=int, default=1, help="prompts per HF generate call (padded together)")
     a = ap.parse_args(argv)
 
     student = a.student or bootstrap_student(a.cache)
@@ -118,12 +128,12 @@ def main(argv: list[str] | None = None) -> None:
             onnx.sampler.compact = engine == "compact"
             seconds = _run(onnx, examples, config, a.batch)
             st = onnx.sampler.stats
-            name = f"ONNX sampler ({'drops finished examples' if onnx.sampler.compact else 'keeps them'})"
+            name = f"ONNX sampler ({'drops finished rows' if onnx.sampler.compact else 'keeps them'})"
             rows[name] = (seconds, st.sampled_tokens, f"{st.row_steps} row-steps, {st.compactions} drops")
         elif engine == "hf":
-            hf = HFSource(student / "hf", onnx)
+            hf = HFSource(student / "hf", onnx, a.peer_batch)
             seconds = _run(hf, examples, config, a.batch)
-            rows["HF generate"] = (seconds, hf.sampled_tokens, "")
+            rows["HF generate"] = (seconds, hf.sampled_tokens, f"{a.peer_batch} prompt(s) per call")
         else:
             raise SystemExit(f"unknown engine {engine!r}")
 

@@ -32,5 +32,5 @@ def test_scoring_bench_runs_all_sources(bootstrapped_student: Path) -> None:
         capture_output=True, text=True, timeout=600, env=WIDE,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    for source in ("drops finished examples", "keeps them", "HF generate"):
+    for source in ("drops finished rows", "keeps them", "HF generate"):
         assert source in out.stdout, out.stdout

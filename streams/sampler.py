@@ -7,12 +7,16 @@ step. Here each prompt is prefilled once (batch 1: no padding), and the exported
 the example attend to, next to each row's own short *suffix* cache. All B*k rows decode together,
 one graph run per step. The graph hands back only the top ``top_k`` logits of each row (sorted),
 so the host samples over K values, not over the vocabulary: temperature, then top-k, then top-p,
-exactly the order of transformers' warpers. Rows that emit a stop token are finished (their later
-outputs are masked off); the batch runs until every row has finished or the budget is spent.
+exactly the order of transformers' warpers. Rows that emit a stop token are finished and leave
+the running batch (an example keeps as many rows as its busiest sibling needs, since the graph
+takes equal rows per example; an example with none left leaves with its prefix), so short
+samples stop costing as soon as they end; the batch runs until every row has finished or the
+budget is spent.
 
 On CUDA the decode loop uses I/O binding: prefix and suffix caches stay on the device; per step
-only token ids, positions and masks go up and the [rows, K] top logits and ids come down. The
-prefixes make one trip up per call. The same binding code runs on CPU when asked for
+only token ids, positions and masks go up and the [rows, K] top logits and ids come down; rows
+and examples are dropped on the device too (``gather.onnx``). The prefixes make one trip up per
+call. The same binding code runs on CPU when asked for
 (``io_binding=True``), which is how it is tested without a GPU.
 
 Graph contract: see ``settle.trainer.export`` (``model.onnx`` + ``onnx_config.json``).

@@ -354,7 +354,8 @@ class Sampler:
         ids = np.repeat(np.stack([i for _, i, _ in pre]), k, axis=0)
         top_k_input = np.array(cut, np.int64)
 
-        out: list[list[int]] = [[] for _ in range(n)]
+        tokens = np.zeros((n, max_new_tokens), np.int64)  # row r's samples: tokens[r, :lengths[r]]
+        lengths = np.zeros(n, np.int64)
         stopped_by = np.full(n, -1, np.int64)
         live = np.arange(n)  # original row of each row still in the batch
         done = np.zeros(n, bool)  # per live row
@@ -370,8 +371,9 @@ class Sampler:
             self.stats.sample_s += time.perf_counter() - t
             hit = np.isin(tok, stops) & ~done
             stopped_by[live[hit]] = tok[hit]
-            for r in np.flatnonzero(~done & ~hit):
-                out[live[r]].append(int(tok[r]))
+            going = live[~done & ~hit]
+            tokens[going, step] = tok[~done & ~hit]
+            lengths[going] += 1
             self.stats.sampled_tokens += int((~done).sum())
             done |= hit
             if done.all() or step == max_new_tokens - 1:
@@ -389,6 +391,7 @@ class Sampler:
             }
             self.stats.row_steps += len(live)
             values, ids, past = self._decode(small, prefix, past)
+        out = [tokens[r, : lengths[r]].tolist() for r in range(n)]
         grouped = [out[i * k:(i + 1) * k] for i in range(len(prompts))]
         if not return_stops:
             return grouped

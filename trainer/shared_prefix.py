@@ -20,16 +20,30 @@ model's own; only attention and the cache plumbing are rewritten. Works for Llam
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 SUPPORTED = ("qwen2", "qwen3", "llama")
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
+    half = head_dim // 2  # a constant, not read off x: no shape nodes per layer
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+class _Sizes(NamedTuple):
+    """Batch and length sizes, read off the inputs once: every layer's reshapes then share the
+    same shape nodes in the traced graph instead of re-deriving them from its own tensors."""
+
+    rows: int  # N
+    new: int  # S
+    examples: int  # E
+    prefix: int  # P
+    per: int  # rows per example, N // E
+    total: int  # suffix length after this step, T + S
 
 
 def _fuse(*linears: nn.Linear) -> nn.Linear:
@@ -98,14 +112,14 @@ class SharedPrefixLM(nn.Module):
         n_layers = len(self.blocks)
         prefix, past = kv[: 2 * n_layers], kv[2 * n_layers:]
         n, s = input_ids.shape
-        e = prefix_mask.shape[0]
+        e, p = prefix_mask.shape
         total = suffix_mask.shape[1]
+        sizes = _Sizes(n, s, e, p, n // e, total)
         h = self.embed(input_ids)
         cos, sin = self.rotary(h, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         # Who may see what: the prefix by its mask (per example, so per row after the repeat), the
         # suffix by its mask and causally (query i sits at suffix index total - s + i).
-        p = prefix_mask.shape[1]
         rows_prefix_ok = prefix_mask.bool()[:, None, :].expand(e, n // e, p).reshape(n, 1, 1, 1, p)
         query_at = torch.arange(s, device=h.device) + (total - s)
         causal = torch.arange(total, device=h.device)[None, :] <= query_at[:, None]
@@ -115,6 +129,7 @@ class SharedPrefixLM(nn.Module):
         for i, block in enumerate(self.blocks):
             attn, key, value = self._attention(
                 block, block.input_norm(h), cos, sin, prefix[2 * i], prefix[2 * i + 1], past[2 * i], past[2 * i + 1], ok,
+                sizes,
             )
             presents += [key, value]
             h = h + attn
@@ -123,35 +138,33 @@ class SharedPrefixLM(nn.Module):
         top_logits, top_ids = torch.topk(logits, top_k)
         return (top_logits, top_ids, *presents)
 
-    def _attention(self, block: _Block, x, cos, sin, prefix_k, prefix_v, past_k, past_v, ok):
-        n, s, _ = x.shape
+    def _attention(self, block: _Block, x, cos, sin, prefix_k, prefix_v, past_k, past_v, ok, sizes: _Sizes):
+        n, s, e, p, per, total = sizes
         d = block.head_dim
+        hq, hkv = block.q_width // d, block.kv_width // d
+        g = hq // hkv  # query heads per kv head (GQA)
         q, k, v = block.qkv(x).split([block.q_width, block.kv_width, block.kv_width], dim=-1)
-        q, k, v = q.view(n, s, -1, d), k.view(n, s, -1, d), v.view(n, s, -1, d)
+        q, k, v = q.view(n, s, hq, d), k.view(n, s, hkv, d), v.view(n, s, hkv, d)
         if block.q_norm is not None:
             q, k = block.q_norm(q), block.k_norm(k)
         # Rotate queries and keys in one pass: they share positions.
-        heads = q.shape[2]
-        qk = _rotate(torch.cat([q, k], dim=2).transpose(1, 2), cos, sin)
-        q, k = qk[:, :heads], qk[:, heads:]
+        qk = _rotate(torch.cat([q, k], dim=2).transpose(1, 2), cos, sin, d)
+        q, k = qk[:, :hq], qk[:, hq:]
         v = v.transpose(1, 2)
         keys = torch.cat([past_k, k], dim=2)  # the row's present: [N, Hkv, T+S, D]
         values = torch.cat([past_v, v], dim=2)
 
-        e, hkv, p = prefix_k.shape[0], prefix_k.shape[1], prefix_k.shape[2]
-        g = q.shape[1] // hkv  # query heads per kv head (GQA)
-        per = n // e  # rows per example
         q = q.reshape(n, hkv, g * s, d) * block.scaling
         # Prefix part: an example's k rows' queries side by side, against its prefix once.
         qe = q.reshape(e, per, hkv, g * s, d).transpose(1, 2).reshape(e, hkv, per * g * s, d)
         prefix_scores = torch.matmul(qe, prefix_k.transpose(2, 3))  # [E, Hkv, per*g*s, P]
         prefix_scores = prefix_scores.reshape(e, hkv, per, g * s, p).transpose(1, 2).reshape(n, hkv, g, s, p)
-        suffix_scores = torch.matmul(q, keys.transpose(2, 3)).reshape(n, hkv, g, s, keys.shape[2])
+        suffix_scores = torch.matmul(q, keys.transpose(2, 3)).reshape(n, hkv, g, s, total)
         scores = torch.cat([prefix_scores, suffix_scores], dim=-1).float()
         scores = torch.where(ok, scores, torch.finfo(torch.float32).min)
         probs = torch.softmax(scores, dim=-1).to(q.dtype)
         prefix_probs = probs[..., :p]
-        suffix_probs = probs[..., p:].reshape(n, hkv, g * s, keys.shape[2])
+        suffix_probs = probs[..., p:].reshape(n, hkv, g * s, total)
         out = torch.matmul(suffix_probs, values)  # [N, Hkv, g*s, D]
         pe = prefix_probs.reshape(e, per, hkv, g * s, p).transpose(1, 2).reshape(e, hkv, per * g * s, p)
         out_prefix = torch.matmul(pe, prefix_v).reshape(e, hkv, per, g * s, d).transpose(1, 2)

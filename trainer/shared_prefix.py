@@ -118,13 +118,14 @@ class SharedPrefixLM(nn.Module):
         h = self.embed(input_ids)
         cos, sin = self.rotary(h, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        # Who may see what: the prefix by its mask (per example, so per row after the repeat), the
-        # suffix by its mask and causally (query i sits at suffix index total - s + i).
-        rows_prefix_ok = prefix_mask.bool()[:, None, :].expand(e, n // e, p).reshape(n, 1, 1, 1, p)
+        # Who may see what: the prefix by its example's mask, broadcast over heads and queries
+        # ([E, 1, 1, P]); the suffix by its row's mask and causally (query i sits at suffix index
+        # total - s + i), laid out as the suffix scores are ([E, 1, per, 1, S, T+S]).
+        prefix_ok = prefix_mask.bool()[:, None, None, :]
         query_at = torch.arange(s, device=h.device) + (total - s)
         causal = torch.arange(total, device=h.device)[None, :] <= query_at[:, None]
-        suffix_ok = causal[None, None, None] & suffix_mask.bool()[:, None, None, None, :]
-        ok = torch.cat([rows_prefix_ok.expand(-1, -1, -1, s, -1), suffix_ok], dim=-1)
+        suffix_ok = (causal[None] & suffix_mask.bool()[:, None, :]).reshape(e, 1, sizes.per, 1, s, total)
+        ok = (prefix_ok, suffix_ok)
         presents = []
         for i, block in enumerate(self.blocks):
             attn, key, value = self._attention(
@@ -153,21 +154,28 @@ class SharedPrefixLM(nn.Module):
         v = v.transpose(1, 2)
         keys = torch.cat([past_k, k], dim=2)  # the row's present: [N, Hkv, T+S, D]
         values = torch.cat([past_v, v], dim=2)
+        prefix_ok, suffix_ok = ok
+        low = torch.finfo(torch.float32).min
+        m = per * g * s  # an example's queries per kv head
 
+        # Prefix-sized tensors stay in one layout, [E, Hkv, per*g*S, P]: only query-sized and
+        # suffix-sized tensors are transposed, never the scores over a 1500-token prefix.
         q = q.reshape(n, hkv, g * s, d) * block.scaling
-        # Prefix part: an example's k rows' queries side by side, against its prefix once.
-        qe = q.reshape(e, per, hkv, g * s, d).transpose(1, 2).reshape(e, hkv, per * g * s, d)
-        prefix_scores = torch.matmul(qe, prefix_k.transpose(2, 3))  # [E, Hkv, per*g*s, P]
-        prefix_scores = prefix_scores.reshape(e, hkv, per, g * s, p).transpose(1, 2).reshape(n, hkv, g, s, p)
-        suffix_scores = torch.matmul(q, keys.transpose(2, 3)).reshape(n, hkv, g, s, total)
-        scores = torch.cat([prefix_scores, suffix_scores], dim=-1).float()
-        scores = torch.where(ok, scores, torch.finfo(torch.float32).min)
-        probs = torch.softmax(scores, dim=-1).to(q.dtype)
-        prefix_probs = probs[..., :p]
-        suffix_probs = probs[..., p:].reshape(n, hkv, g * s, total)
-        out = torch.matmul(suffix_probs, values)  # [N, Hkv, g*s, D]
-        pe = prefix_probs.reshape(e, per, hkv, g * s, p).transpose(1, 2).reshape(e, hkv, per * g * s, p)
-        out_prefix = torch.matmul(pe, prefix_v).reshape(e, hkv, per, g * s, d).transpose(1, 2)
-        out = out + out_prefix.reshape(n, hkv, g * s, d)
-        out = out.reshape(n, hkv * g, s, d).transpose(1, 2).reshape(n, s, hkv * g * d)
+        qe = q.reshape(e, per, hkv, g * s, d).transpose(1, 2).reshape(e, hkv, m, d)
+        prefix_scores = torch.where(prefix_ok, torch.matmul(qe, prefix_k.transpose(2, 3)).float(), low)
+        suffix_scores = torch.matmul(q, keys.transpose(2, 3)).float()  # [N, Hkv, g*S, T+S]
+        suffix_scores = suffix_scores.reshape(e, per, hkv, g, s, total).transpose(1, 2)
+        suffix_scores = torch.where(suffix_ok, suffix_scores, low).reshape(e, hkv, m, total)
+        # One softmax over both parts without concatenating them: shared max, summed normaliser.
+        top = torch.maximum(prefix_scores.amax(-1, keepdim=True), suffix_scores.amax(-1, keepdim=True))
+        prefix_w = torch.exp(prefix_scores - top)
+        suffix_w = torch.exp(suffix_scores - top)
+        norm = prefix_w.sum(-1, keepdim=True) + suffix_w.sum(-1, keepdim=True)
+        out = torch.matmul(prefix_w.to(q.dtype), prefix_v)  # [E, Hkv, m, D]
+        suffix_w = suffix_w.to(q.dtype).reshape(e, hkv, per, g * s, total).transpose(1, 2)
+        out_suffix = torch.matmul(suffix_w.reshape(n, hkv, g * s, total), values)  # [N, Hkv, g*S, D]
+        out = out + out_suffix.reshape(e, per, hkv, g * s, d).transpose(1, 2).reshape(e, hkv, m, d)
+        out = (out.float() / norm).to(q.dtype)
+        # [E, Hkv, per, g, S, D] -> [N, S, Hq*D]
+        out = out.reshape(e, hkv, per, g, s, d).permute(0, 2, 4, 1, 3, 5).reshape(n, s, hkv * g * d)
         return block.o_proj(out), keys, values

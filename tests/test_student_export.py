@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -237,6 +239,18 @@ def test_dropping_finished_rows_changes_no_sample(onnx_dir, prompts, io_binding)
     assert dropped.stats.compactions > 0
     assert dropped.stats.row_steps < full.stats.row_steps
     assert dropped.stats.sampled_tokens == full.stats.sampled_tokens
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.integers(1, 4), every=st.integers(2, 12), which=st.lists(st.integers(0, 2), min_size=1, max_size=4),
+       seed=st.integers(0, 1000))
+def test_row_dropping_is_invisible_property(onnx_dir, prompts, k, every, which, seed):
+    """Any k, any stop density, any mix (and repeats) of prompts: dropping finished rows leaves
+    every sample and stop reason as they are with all rows kept to the end."""
+    batch = [prompts[i] for i in which]
+    kw = dict(k=k, max_new_tokens=12, temperature=1.0, top_k=30, seeds=[seed + i for i in range(len(batch))],
+              stop_token_ids=list(range(seed % every, 4096, every)), return_stops=True)
+    assert Sampler(onnx_dir).sample(batch, **kw) == Sampler(onnx_dir, compact=False).sample(batch, **kw)
 
 
 def test_sample_text(onnx_dir):

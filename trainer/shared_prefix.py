@@ -7,14 +7,16 @@ prefix. Here the prompt's cache (the *prefix*, one per example) and each sample'
 
     scores = [q . prefix_keys[example] | q . suffix_keys[row]]   ->  softmax  ->  both values
 
-Rows are example-major (row r belongs to example r // k, k = rows / examples), so the prefix part
+(computed as two parts sharing one max and one normaliser, so the scores over a long prefix are
+never concatenated, transposed or sliced). Rows are example-major (row r belongs to example r // k, k = rows / examples), so the prefix part
 is one batched matmul per example over all its k rows' queries: the prefix is read once per
 example per step. The last position's logits leave the graph only as their top ``top_k`` (values
 sorted descending, and ids), so a 150k-vocabulary row never crosses to the host; ``top_k`` is a
 graph input, so the full sorted row is still there for checks (``top_k = vocab``).
 
-The weights and sub-modules (projections, norms, MLP, rotary embedding) are the transformers
-model's own; only attention and the cache plumbing are rewritten. Works for Llama-style decoders
+The weights and sub-modules (norms, projections, activation, rotary embedding) are the
+transformers model's own, with q/k/v and gate/up fused into one matmul each; only attention and
+the cache plumbing are rewritten. Works for Llama-style decoders
 (Qwen2 and Qwen3 without sliding windows, Llama).
 """
 

@@ -33,12 +33,34 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# The graph contract, shared with the exporter (settle.trainer.export).
 #: the graph layout this sampler drives (``onnx_config.json`` "graph")
 GRAPH_FORMAT = "shared-prefix/3"
+MODEL_FILE = "model.onnx"
+GATHER_FILE = "gather.onnx"
+CONFIG_FILE = "onnx_config.json"
 
 
 class GraphFormatError(ValueError):
     """An export made for another graph layout (re-export the student)."""
+
+
+def cache_names(num_layers: int) -> tuple[list[str], list[str], list[str]]:
+    """(prefix input, past input, present output) names in the flat k0, v0, k1, v1, ... order."""
+    flat = [(i, kv) for i in range(num_layers) for kv in ("key", "value")]
+    return ([f"prefix.{i}.{kv}" for i, kv in flat], [f"past.{i}.{kv}" for i, kv in flat],
+            [f"present.{i}.{kv}" for i, kv in flat])
+
+
+def read_export_info(onnx_dir: str | Path) -> dict:
+    """The export's ``onnx_config.json``; GraphFormatError if it was made for another layout."""
+    info = json.loads((Path(onnx_dir) / CONFIG_FILE).read_text())
+    if info.get("graph") != GRAPH_FORMAT:
+        raise GraphFormatError(
+            f"{onnx_dir} holds a {info.get('graph', 'flat-cache')!r} graph; this sampler needs "
+            f"{GRAPH_FORMAT!r}: re-export it (python -m settle.trainer.export MODEL_DIR OUT_DIR)"
+        )
+    return info
 
 
 @dataclass
@@ -118,6 +140,11 @@ def sample_next(
     return pick_tokens(values, ids, temperature, top_p, 1.0 - rng.random(len(values)))
 
 
+def _nbytes(prefilled: tuple[np.ndarray, np.ndarray, list[np.ndarray]]) -> int:
+    values, ids, cache = prefilled
+    return values.nbytes + ids.nbytes + sum(a.nbytes for a in cache)
+
+
 class Sampler:
     """k-samples-per-prompt sampler over an exported student (see module doc)."""
 
@@ -139,12 +166,7 @@ class Sampler:
         import onnxruntime as ort
 
         self.dir = Path(onnx_dir)
-        self.info = json.loads((self.dir / "onnx_config.json").read_text())
-        if self.info.get("graph") != GRAPH_FORMAT:
-            raise GraphFormatError(
-                f"{self.dir} holds a {self.info.get('graph', 'flat-cache')!r} graph; this sampler needs "
-                f"{GRAPH_FORMAT!r}: re-export it (python -m settle.trainer.export MODEL_DIR OUT_DIR)"
-            )
+        self.info = read_export_info(self.dir)
         providers = list(providers) if providers else default_providers()
         wants_cuda = any(_name(p) == "CUDAExecutionProvider" for p in providers)
         if wants_cuda and hasattr(ort, "preload_dlls"):
@@ -152,17 +174,14 @@ class Sampler:
             # loader path by default; without this ORT silently falls back to the CPU.
             ort.preload_dlls()
         self.session = ort.InferenceSession(
-            str(self.dir / "model.onnx"),
+            str(self.dir / MODEL_FILE),
             sess_options=session_options,
             providers=providers,
         )
         on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = "cuda" if on_cuda else "cpu"
         self.io_binding = on_cuda if io_binding is None else io_binding
-        n = self.info["num_layers"]
-        self.prefix_names = [f"prefix.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
-        self.past_names = [f"past.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
-        self.present_names = [f"present.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+        self.prefix_names, self.past_names, self.present_names = cache_names(self.info["num_layers"])
         self.dtype = np.float16 if self.info["dtype"] == "float16" else np.float32
         self.vocab_size: int = int(self.info["vocab_size"])
         self.stop_token_ids: list[int] = list(self.info.get("stop_token_ids", []))
@@ -209,14 +228,12 @@ class Sampler:
         self.stats.prefill_runs += 1
         self.stats.prefill_tokens += ids.shape[1]
         result = (out[0][0], out[1][0], out[2:])
-        size = sum(a.nbytes for a in out)
-        if 0 < self._prefill_cache_size and size <= self._prefill_cache_bytes:
+        if 0 < self._prefill_cache_size and _nbytes(result) <= self._prefill_cache_bytes:
             self._prefill_cache[key] = result
-            self.prefill_cache_held += size
+            self.prefill_cache_held += _nbytes(result)
             while (len(self._prefill_cache) > self._prefill_cache_size
                    or self.prefill_cache_held > self._prefill_cache_bytes):
-                _, (v, i, cache) = self._prefill_cache.popitem(last=False)
-                self.prefill_cache_held -= v.nbytes + i.nbytes + sum(a.nbytes for a in cache)
+                self.prefill_cache_held -= _nbytes(self._prefill_cache.popitem(last=False)[1])
         return result
 
     def _upload(self, arrays: list[np.ndarray]) -> list:
@@ -267,7 +284,7 @@ class Sampler:
         if self._gatherer is None:
             import onnxruntime as ort
 
-            self._gatherer = ort.InferenceSession(str(self.dir / "gather.onnx"), providers=self.session.get_providers())
+            self._gatherer = ort.InferenceSession(str(self.dir / GATHER_FILE), providers=self.session.get_providers())
         binding = self._gatherer.io_binding()
         binding.bind_cpu_input("index", index.astype(np.int64))
         for j, value in enumerate(arrays):

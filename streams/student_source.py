@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .sampler import GraphFormatError, Sampler
+from .sampler import CONFIG_FILE, MODEL_FILE, GraphFormatError, Sampler
 from .scoring import Draw
 
 
@@ -29,7 +29,7 @@ def model_identity(model_dir: Path) -> tuple[str, str]:
         data = json.loads(manifest.read_text())
         return str(data["name"]), str(data["version"])
     h = hashlib.blake2b(digest_size=8)
-    for name in sorted(p.name for p in model_dir.iterdir() if p.name.startswith("model.onnx")):
+    for name in sorted(p.name for p in model_dir.iterdir() if p.name.startswith(MODEL_FILE)):
         with open(model_dir / name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
@@ -37,7 +37,7 @@ def model_identity(model_dir: Path) -> tuple[str, str]:
 
 
 def check_model_dir(model_dir: Path) -> None:
-    missing = [n for n in ("model.onnx", "onnx_config.json", "tokenizer.json") if not (model_dir / n).exists()]
+    missing = [n for n in (MODEL_FILE, CONFIG_FILE, "tokenizer.json") if not (model_dir / n).exists()]
     if not model_dir.is_dir() or missing:
         raise ModelDirError(
             f"{model_dir} is not an exported student (missing {', '.join(missing) or 'directory'}); "

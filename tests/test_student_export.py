@@ -341,3 +341,19 @@ def test_cuda_sampler_with_io_binding_matches_cpu(onnx_dir, prompts):
 def test_fp16_export_matches_transformers_on_cuda(student_dir, tmp_path):
     export_onnx(student_dir, tmp_path, dtype="fp16", device="cuda")
     assert verify_export(student_dir, tmp_path, device="cuda") < 5e-2
+
+
+def test_bootstrap_cached_before_a_layout_change_is_re_exported(bootstrapped_student, tmp_path):
+    """A cached bootstrap whose graph predates this layout is re-exported from its weights, not
+    retrained and not served as is."""
+    import json
+    import shutil
+
+    from settle.trainer.bootstrap import BootstrapRecipe, bootstrap_student
+
+    cached = shutil.copytree(bootstrapped_student, tmp_path / bootstrapped_student.name)
+    config = cached / "onnx_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "graph": "shared-prefix/1"}))
+    again = bootstrap_student(tmp_path, BootstrapRecipe(shape="small", steps=200), progress=False)
+    assert again == cached
+    assert Sampler(again).sample(prompts=[[5, 6, 7]], k=2, max_new_tokens=3, stop_token_ids=[])

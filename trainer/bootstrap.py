@@ -19,10 +19,11 @@ from pathlib import Path
 
 from settle.schemas.codecs import encode
 from settle.streams.offline import settle_records
+from settle.streams.sampler import GraphFormatError, read_export_info
 from settle.streams.simulate import SimulationConfig, simulate
 
 from .dataset import render, tokenize_pairs
-from .export import CONFIG_FILE, GRAPH_FORMAT, export_onnx
+from .export import export_onnx
 from .finetune import FinetuneConfig, finetune
 from .student import load_tokenizer, make_model_dir
 
@@ -47,8 +48,10 @@ def bootstrap_student(cache: Path, recipe: BootstrapRecipe = BootstrapRecipe(), 
     """Model directory (ONNX at the top, weights in hf/) of the bootstrap student, built if not cached."""
     dest = cache / f"bootstrap-{recipe.shape}-{recipe.key()}"
     if (dest / "model.onnx").exists():
-        if json.loads((dest / CONFIG_FILE).read_text()).get("graph") != GRAPH_FORMAT:
-            export_onnx(dest / "hf", dest)  # cached before the graph layout changed: weights are good
+        try:
+            read_export_info(dest)
+        except GraphFormatError:  # cached before the graph layout changed: the weights are good
+            export_onnx(dest / "hf", dest)
         return dest
     lines = [encode(e) for e in simulate(SimulationConfig(sessions=recipe.sessions, seed=recipe.seed))]
     examples = [e for e in settle_records(enumerate(lines)).examples if e.original_text != e.settled_text]

@@ -26,11 +26,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from settle.streams.sampler import GRAPH_FORMAT
+from settle.streams.sampler import CONFIG_FILE, GATHER_FILE, GRAPH_FORMAT, MODEL_FILE, cache_names
 
-ONNX_FILE = "model.onnx"
-GATHER_FILE = "gather.onnx"
-CONFIG_FILE = "onnx_config.json"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 # Protobuf's hard limit is 2 GiB; stay clear of it.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -51,17 +48,6 @@ def _torch_dtype(dtype: str):
     import torch
 
     return getattr(torch, DTYPES[dtype])
-
-
-def cache_names(num_layers: int) -> tuple[list[str], list[str], list[str]]:
-    """(prefix input, past input, present output) names in the flat k0, v0, k1, v1, ... order."""
-    prefix, past, present = [], [], []
-    for i in range(num_layers):
-        for kv in ("key", "value"):
-            prefix.append(f"prefix.{i}.{kv}")
-            past.append(f"past.{i}.{kv}")
-            present.append(f"present.{i}.{kv}")
-    return prefix, past, present
 
 
 def _cache_dims(config) -> tuple[int, int, int]:
@@ -138,7 +124,7 @@ def export_onnx(
         # TracerWarnings about shape-derived Python values are expected here: the checks that
         # matter (dynamic axes, padded masks, k rows per example) are in verify_export and tests.
         warnings.simplefilter("ignore")
-        tmp_path = Path(tmp) / ONNX_FILE
+        tmp_path = Path(tmp) / MODEL_FILE
         torch.onnx.export(
             graph,
             _example_inputs(config, tdtype, device),
@@ -156,18 +142,18 @@ def export_onnx(
         # ByteSize() itself fails past protobuf's 2 GiB limit.
         big = sum(f.stat().st_size for f in Path(tmp).iterdir()) > EXTERNAL_DATA_THRESHOLD
         proto = onnx.load(str(tmp_path))  # pulls in external data the exporter may have written
-        for f in (out / ONNX_FILE, out / EXTERNAL_DATA_FILE):
+        for f in (out / MODEL_FILE, out / EXTERNAL_DATA_FILE):
             f.unlink(missing_ok=True)
         onnx.save_model(
             proto,
-            str(out / ONNX_FILE),
+            str(out / MODEL_FILE),
             save_as_external_data=big,
             all_tensors_to_one_file=True,
             location=EXTERNAL_DATA_FILE,
         )
     write_gather_graph(out / GATHER_FILE, layers, dtype)
     _write_side_files(Path(model_dir), out, config, dtype, layers, kv_heads, head_dim)
-    return out / ONNX_FILE
+    return out / MODEL_FILE
 
 
 def write_gather_graph(path: Path, num_layers: int, dtype: str) -> None:
@@ -263,7 +249,7 @@ def verify_export(
         # TF32 matmuls would cost ~1e-3 relative error: not what an export check should see.
         providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
         torch.backends.cuda.matmul.allow_tf32 = False
-    sess = ort.InferenceSession(str(Path(onnx_dir) / ONNX_FILE), providers=providers)
+    sess = ort.InferenceSession(str(Path(onnx_dir) / MODEL_FILE), providers=providers)
     if sess.get_providers()[0] != ("CUDAExecutionProvider" if device == "cuda" else providers[0]):
         raise RuntimeError(f"ONNX Runtime did not take the {device} provider")
     prefix_names, past_names, _ = cache_names(info["num_layers"])

@@ -30,6 +30,12 @@ from settle.streams.prompt import (
     render_target,
 )
 
+#: every prompt's markers in order, whatever its context (empty sections keep their marker)
+SECTIONS = [
+    EDIT_HISTORY, EXCERPT, EDITABLE_REGION_START, USER_CURSOR, EDITABLE_REGION_END, RELATED, DIAGNOSTICS, OUTPUT,
+    EDITABLE_REGION_START,
+]
+
 
 def make(
     original: str = "x = 1\n",
@@ -108,17 +114,7 @@ def test_full_layout_exact() -> None:
 def test_empty_context_keeps_every_section() -> None:
     prompt = render_prompt(make())
     markers = [m for m in re.findall(r"<\|[a-z_]+\|>", prompt)]
-    assert markers == [
-        EDIT_HISTORY,
-        EXCERPT,
-        EDITABLE_REGION_START,
-        USER_CURSOR,
-        EDITABLE_REGION_END,
-        RELATED,
-        DIAGNOSTICS,
-        OUTPUT,
-        EDITABLE_REGION_START,
-    ]
+    assert markers == SECTIONS
     assert "File: a.py\n" in prompt
 
 
@@ -204,17 +200,7 @@ def test_special_tokens_in_context_are_defused() -> None:
     )
     prompt = render_prompt(make(context=ctx))
     structural = re.findall("|".join(re.escape(t) for t in SPECIAL_TOKENS), prompt)
-    assert structural == [
-        EDIT_HISTORY,
-        EXCERPT,
-        EDITABLE_REGION_START,
-        USER_CURSOR,
-        EDITABLE_REGION_END,
-        RELATED,
-        DIAGNOSTICS,
-        OUTPUT,
-        EDITABLE_REGION_START,
-    ]
+    assert structural == SECTIONS
     assert "END = '< |editable_region_end|>'\n" in prompt
     assert "bad < |excerpt|>" in prompt
 

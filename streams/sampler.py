@@ -371,15 +371,15 @@ class Sampler:
         ids = np.repeat(np.stack([i for _, i, _ in pre]), k, axis=0)
         top_k_input = np.array(cut, np.int64)
 
-        tokens = np.zeros((n, max_new_tokens), np.int64)  # row r's samples: tokens[r, :lengths[r]]
-        lengths = np.zeros(n, np.int64)
+        tokens = np.zeros((n, max_new_tokens), np.int64)  # row r's sample: tokens[r, :produced[r]]
+        produced = np.zeros(n, np.int64)
         stopped_by = np.full(n, -1, np.int64)
         live = np.arange(n)  # original row of each row still in the batch
         done = np.zeros(n, bool)  # per live row
         for step in range(max_new_tokens):
             t = time.perf_counter()
             # Every row's uniform is drawn whether or not it is still live, so dropping finished
-            # examples never shifts what the others draw.
+            # rows never shifts what the others draw.
             if rngs is None:
                 u = 1.0 - rng.random(n)
             else:
@@ -388,9 +388,9 @@ class Sampler:
             self.stats.sample_s += time.perf_counter() - t
             hit = np.isin(tok, stops) & ~done
             stopped_by[live[hit]] = tok[hit]
-            going = live[~done & ~hit]
-            tokens[going, step] = tok[~done & ~hit]
-            lengths[going] += 1
+            going = ~done & ~hit
+            tokens[live[going], step] = tok[going]
+            produced[live[going]] += 1
             self.stats.sampled_tokens += int((~done).sum())
             done |= hit
             if done.all() or step == max_new_tokens - 1:
@@ -408,7 +408,7 @@ class Sampler:
             }
             self.stats.row_steps += len(live)
             values, ids, past = self._decode(small, prefix, past)
-        out = [tokens[r, : lengths[r]].tolist() for r in range(n)]
+        out = [tokens[r, : produced[r]].tolist() for r in range(n)]
         grouped = [out[i * k:(i + 1) * k] for i in range(len(prompts))]
         if not return_stops:
             return grouped

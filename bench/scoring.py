@@ -45,10 +45,8 @@ class HFSource:
 
         self.torch = torch
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.tokenizer = onnx_student.tokenizer
-        self.encode_prompt = onnx_student.encode_prompt  # same truncation as the sampler's source
+        self.student = onnx_student  # same prompt truncation and draw decoding as the sampler's source
         self.stop_ids = list(onnx_student.sampler.stop_token_ids)
-        self.region_end = self.tokenizer.convert_tokens_to_ids("<|editable_region_end|>")
         self.pad = onnx_student.sampler.pad_token_id
         self.model_name, self.model_version = "hf-generate", onnx_student.model_version
         self.sampled_tokens = 0
@@ -67,7 +65,7 @@ class HFSource:
         self, prompts, n: int, seed: int, temperature: float, top_p: float, max_new_tokens: int, top_k: int
     ) -> list[list[Draw]]:
         torch = self.torch
-        ids = [self.encode_prompt(p) for p in prompts]
+        ids = [self.student.encode_prompt(p) for p in prompts]
         width = max(map(len, ids))
         batch = torch.tensor([[self.pad] * (width - len(x)) + x for x in ids])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
@@ -84,9 +82,8 @@ class HFSource:
             for row in out[i * n:(i + 1) * n, width:].tolist():
                 stop = next((j for j, t in enumerate(row) if t in self.stop_ids), None)
                 toks = row if stop is None else row[:stop]
-                self.sampled_tokens += len(toks)
-                kind = "budget" if stop is None else ("end" if row[stop] == self.region_end else "eos")
-                draws.append(Draw(self.tokenizer.decode(toks, skip_special_tokens=False), kind))
+                self.sampled_tokens += len(toks) + (stop is not None)  # the stop token was sampled too
+                draws.append(self.student.to_draw(toks, None if stop is None else row[stop]))
             result.append(draws)
         return result
 

@@ -76,11 +76,9 @@ class OnnxStudent:
             ids, n, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seeds=list(seeds),
             return_stops=True,
         )
-        out: list[list[Draw]] = []
-        for rows, row_stops in zip(tokens, stops):
-            draws = []
-            for toks, stop in zip(rows, row_stops):
-                kind = "budget" if stop is None else ("end" if stop == self._region_end else "eos")
-                draws.append(Draw(self.tokenizer.decode(toks, skip_special_tokens=False), kind))
-            out.append(draws)
-        return out
+        return [[self.to_draw(toks, stop) for toks, stop in zip(rows, row_stops)] for rows, row_stops in zip(tokens, stops)]
+
+    def to_draw(self, tokens: list[int], stop: int | None) -> Draw:
+        """A sample's text (its stop token excluded) and what ended it (``stop``: None = budget)."""
+        kind = "budget" if stop is None else ("end" if stop == self._region_end else "eos")
+        return Draw(self.tokenizer.decode(tokens, skip_special_tokens=False), kind)

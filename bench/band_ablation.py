@@ -24,16 +24,16 @@ from rich.table import Table
 
 from settle.schemas.codecs import encode
 from settle.schemas.scored import BandPolicy
-from settle.streams.offline import settle_records
-from settle.streams.scoring import ScoringConfig, calibrate_band, score_batch
+from settle.streams.settling.reference import settle_records
+from settle.streams.scoring.score import ScoringConfig, calibrate_band, score_batch
 from settle.streams.simulate import SimulationConfig, simulate
-from settle.streams.student_source import OnnxStudent
-from settle.trainer.bootstrap import bootstrap_student
-from settle.trainer.dataset import render, split, tokenize_pairs
-from settle.trainer.evaluate import evaluate
-from settle.trainer.export import export_onnx
-from settle.trainer.finetune import FinetuneConfig, finetune
-from settle.trainer.student import load_tokenizer
+from settle.streams.runtime.student import OnnxStudent
+from settle.trainer.student.bootstrap import bootstrap_student
+from settle.trainer.data.dataset import render, split, tokenize_pairs
+from settle.trainer.evaluate.heldout import evaluate
+from settle.trainer.student.export import export_onnx
+from settle.trainer.finetune.loop import FinetuneConfig, finetune
+from settle.trainer.student.build import load_tokenizer
 
 
 def main() -> None:

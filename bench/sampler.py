@@ -48,8 +48,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def _prepare(a: argparse.Namespace, work: Path) -> tuple[Path, Path, str]:
     """Build the random-weight student and its ONNX export (reused when already there)."""
-    from settle.trainer.export import export_onnx
-    from settle.trainer.student import build_student
+    from settle.trainer.student.export import export_onnx
+    from settle.trainer.student.build import build_student
 
     weights = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[a.dtype]
     model_dir = work / f"model-{a.shape}-{a.dtype}"
@@ -116,7 +116,7 @@ def run_ort(a: argparse.Namespace, onnx_dir: Path, prompts: np.ndarray) -> tuple
     """Seconds for the ONNX sampler over the same examples; also says which provider ran."""
     import onnxruntime as ort
 
-    from settle.streams.sampler import Sampler
+    from settle.streams.runtime.sampler import Sampler
 
     opts = ort.SessionOptions()
     if a.threads:

@@ -29,11 +29,11 @@ from rich.table import Table
 from settle.schemas.codecs import encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy
-from settle.streams.offline import settle_records
-from settle.streams.scoring import Draw, ScoringConfig, score_batch
+from settle.streams.settling.reference import settle_records
+from settle.streams.scoring.score import Draw, ScoringConfig, score_batch
 from settle.streams.simulate import SimulationConfig, simulate
-from settle.streams.student_source import OnnxStudent
-from settle.trainer.bootstrap import bootstrap_student
+from settle.streams.runtime.student import OnnxStudent
+from settle.trainer.student.bootstrap import bootstrap_student
 
 
 class HFSource:

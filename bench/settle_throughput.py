@@ -22,13 +22,13 @@ from rich.table import Table
 
 from settle.schemas.codecs import decode_settled, encode
 from settle.schemas.events import PredictionRequested, Span, Tick
-from settle.streams.broker import EmbeddedBroker
-from settle.streams.kafka_io import iter_topic, produce_lines
-from settle.streams.offline import settle_records
-from settle.streams.processes import WorkerProcess
+from settle.streams.local.broker import EmbeddedBroker
+from settle.streams.kafka.io import iter_topic, produce_lines
+from settle.streams.settling.reference import settle_records
+from settle.streams.local.processes import WorkerProcess
 from settle.streams.settings import SETTLED, Settings
 from settle.streams.simulate import SimulationConfig, simulate
-from settle.streams.topics import ensure_topics_sync
+from settle.streams.kafka.topics import ensure_topics_sync
 
 
 def pure(lines: list[bytes], settings: Settings, repeats: int) -> tuple[float, set[str]]:
@@ -66,7 +66,7 @@ def pipeline(lines: list[bytes], settings: Settings, want: set[str], work: Path)
                 region=Span(start=0, end=1), region_text="x", cursor=0,
             )
             asyncio.run(produce_lines(s, [encode(warm), encode(Tick(time_ms=30_000))]))
-            from settle.streams.tracker import region_id
+            from settle.streams.settling.tracker import region_id
 
             asyncio.run(_wait_for(s, {region_id("warmup", "w.py", "warm")}, 120))
             t0 = time.monotonic()

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .tracker import TrackerConfig
+from settle.streams.settling.tracker import TrackerConfig
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from settle.streams.broker import EmbeddedBroker
+from settle.streams.local.broker import EmbeddedBroker
 from settle.streams.settings import Settings
 
 _prefix_counter = itertools.count()
@@ -44,7 +44,7 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real tiny student (own tokenizer, random weights) exported to ONNX, built once per session."""
-    from settle.trainer.student import make_model_dir
+    from settle.trainer.student.build import make_model_dir
 
     return make_model_dir(tmp_path_factory.mktemp("student") / "v0", shape="tiny", max_files=20)
 
@@ -55,7 +55,7 @@ def bootstrapped_student() -> Path:
 
     Cached in var/cache (SETTLE_TEST_CACHE) so local reruns skip the ~1-2 min of training.
     """
-    from settle.trainer.bootstrap import BootstrapRecipe, bootstrap_student
+    from settle.trainer.student.bootstrap import BootstrapRecipe, bootstrap_student
 
     cache = Path(os.environ.get("SETTLE_TEST_CACHE", Path(__file__).resolve().parents[1] / "var" / "cache"))
     return bootstrap_student(cache, BootstrapRecipe(shape="small", steps=200), progress=False)

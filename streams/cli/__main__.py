@@ -1,0 +1,3 @@
+from settle.streams.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""Create settle's topics explicitly.
+
+Faust does not create source topics, and the embedded broker would auto-create
+them with its own partition count (which breaks co-partitioning), so every
+topic is created up front with the configured partitions and explicit configs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from settle.streams.settings import ALL_TOPICS, MODELS, Settings
+
+#: explicit configs: the embedded broker reports none for topics created without them
+TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
+
+
+async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[str]:
+    """Create missing topics; returns the full names that were created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(n),
+                num_partitions=1 if n == MODELS else settings.partitions,
+                replication_factor=1,
+                topic_configs=dict(TOPIC_CONFIGS),
+            )
+            for n in names
+            if settings.topic(n) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in wanted]
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # never started: nothing to close
+            pass
+
+
+def ensure_topics_sync(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[str]:
+    return asyncio.run(ensure_topics(settings, names))

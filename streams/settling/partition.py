@@ -1,0 +1,84 @@
+"""One partition's settle logic, free of Faust and Kafka.
+
+The Faust agent hands each record here and sends back what comes out. The
+offline reference and the benchmark drive the same decoder and Tracker; this
+adds only what a stream needs on top: dead-letter records and the offset a
+replacement worker must restart from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from settle.schemas.codecs import InvalidRecord, decode_event, encode
+from settle.schemas.examples import DeadLetter, SettledExample
+
+from settle.streams.settling.tracker import Dropped, InvalidEvent, Tracker, TrackerConfig
+
+
+@dataclass(frozen=True)
+class Output:
+    """A record to produce: logical topic name, key, value."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class PartitionSettler:
+    """Settles the buffers of one source partition and knows its safe restart offset."""
+
+    partition: int
+    config: TrackerConfig = field(default_factory=TrackerConfig)
+    source_topic: str = "edits"
+    agent: str = "settle"
+    tracker: Tracker = field(init=False)
+    next_offset: int | None = field(default=None, init=False)
+    dropped: dict[str, int] = field(default_factory=dict, init=False)
+    dead_letters: dict[str, int] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.tracker = Tracker(self.config)
+
+    def handle(self, offset: int, key: bytes | None, value: bytes | None) -> list[Output]:
+        """Apply one record; returns settled examples and dead letters to produce."""
+        self.next_offset = offset + 1
+        raw = value or b""
+        try:
+            event = decode_event(raw)
+            outcomes = self.tracker.process(event, offset)
+        except (InvalidRecord, InvalidEvent) as exc:
+            return [self._dead_letter(offset, key, raw, exc.reason, str(exc))]
+        out: list[Output] = []
+        for outcome in outcomes:
+            if isinstance(outcome, SettledExample):
+                out.append(Output("settled", outcome.id.encode(), encode(outcome)))
+            elif isinstance(outcome, Dropped):
+                self.dropped[outcome.reason] = self.dropped.get(outcome.reason, 0) + 1
+        return out
+
+    def safe_offset(self) -> int | None:
+        """First offset a replacement worker must re-read to rebuild every open region.
+
+        Offsets below it are fully reflected in what has been produced, so it is
+        what the consumer may commit.
+        """
+        oldest = self.tracker.oldest_open_birth_position()
+        return oldest if oldest is not None else self.next_offset
+
+    def _dead_letter(
+        self, offset: int, key: bytes | None, raw: bytes, reason: str, error: str
+    ) -> Output:
+        self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+        record = DeadLetter(
+            reason=reason,
+            error=error,
+            source_topic=self.source_topic,
+            partition=self.partition,
+            offset=offset,
+            key=key,
+            value=raw,
+            agent=self.agent,
+        )
+        return Output("dead-letter", key, encode(record))

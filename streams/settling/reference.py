@@ -1,0 +1,45 @@
+"""The offline reference: the same tracker over a file, no broker.
+
+Anyone can check what a stream should have settled by running this on the
+records that went into it; the integration tests and `make run` compare the
+topic against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from settle.schemas.codecs import InvalidRecord, decode_event
+from settle.schemas.examples import SettledExample
+
+from settle.streams.settling.tracker import InvalidEvent, Tracker, TrackerConfig
+
+
+@dataclass
+class OfflineResult:
+    tracker: Tracker
+    examples: list[SettledExample] = field(default_factory=list)
+    #: (position, reason, message) of every record the stream would dead-letter
+    invalid: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def settle_records(
+    records: Iterable[tuple[int, bytes]],
+    config: TrackerConfig = TrackerConfig(),
+    *,
+    flush: bool = False,
+) -> OfflineResult:
+    """Settle (position, raw value) records in order, as one partition would."""
+    tracker = Tracker(config)
+    result = OfflineResult(tracker=tracker)
+    for position, raw in records:
+        try:
+            outcomes = tracker.process(decode_event(raw), position)
+        except (InvalidRecord, InvalidEvent) as exc:
+            result.invalid.append((position, exc.reason, str(exc)))
+            continue
+        result.examples.extend(o for o in outcomes if isinstance(o, SettledExample))
+    if flush:
+        result.examples.extend(o for o in tracker.flush() if isinstance(o, SettledExample))
+    return result

@@ -1,0 +1,238 @@
+"""The settle stream on the real embedded broker, with real worker processes.
+
+Every test compares the `settled` topic with the offline reference on the same
+records: the stream may only be slower, never different.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from settle.schemas.codecs import decode, decode_settled, encode
+from settle.schemas.events import BufferEdited, PredictionRequested, Replacement, Span
+from settle.schemas.examples import DeadLetter, SettledExample
+from settle.streams.kafka.io import Record, committed_offsets, produce_lines, read_topic
+from settle.streams.settling.reference import settle_records
+from settle.streams.local.processes import WorkerProcess
+from settle.streams.settings import DEAD_LETTER, SETTLED, Settings
+from settle.streams.simulate import SimulationConfig, simulate
+from settle.streams.kafka.topics import ensure_topics_sync
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def _lines(sessions: int, seed: int) -> list[bytes]:
+    return [encode(e) for e in simulate(SimulationConfig(sessions=sessions, seed=seed))]
+
+
+def _reference(lines: list[bytes], settings: Settings) -> dict[str, SettledExample]:
+    result = settle_records(enumerate(lines), settings.tracker)
+    return {e.id: e for e in result.examples}
+
+
+def _collect(
+    settings: Settings, want: set[str], worker: WorkerProcess, timeout_s: float = 150.0
+) -> list[Record]:
+    """All `settled` records, polled until every wanted id is there (or time is up)."""
+    deadline = time.monotonic() + timeout_s
+    records: list[Record] = []
+    while time.monotonic() < deadline:
+        assert worker.alive, f"worker died:\n{worker.log_tail()}"
+        records = asyncio.run(read_topic(settings, SETTLED, idle_s=1.5))
+        if want <= {decode_settled(r.value).id for r in records}:
+            break
+        time.sleep(1.0)
+    return records
+
+
+def _assert_matches(records: list[Record], reference: dict[str, SettledExample]) -> None:
+    by_id: dict[str, set[bytes]] = {}
+    for r in records:
+        by_id.setdefault(decode_settled(r.value).id, set()).add(r.value)
+    assert set(by_id) == set(reference), (
+        f"missing {sorted(set(reference) - set(by_id))[:5]}, extra {sorted(set(by_id) - set(reference))[:5]}"
+    )
+    for id_, values in by_id.items():
+        assert len(values) == 1, f"{id_}: duplicates differ"  # repeats must be byte-identical
+        assert decode_settled(next(iter(values))) == reference[id_]
+
+
+def test_stream_equals_offline_reference_and_replays_identically(settings: Settings, tmp_path: Path) -> None:
+    lines = _lines(sessions=12, seed=7)
+    reference = _reference(lines, settings)
+    assert len(reference) >= 20, "the simulation should settle a fair number of examples"
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines))
+
+    worker = WorkerProcess(settings, tmp_path / "worker1.log").start()
+    try:
+        _assert_matches(_collect(settings, set(reference), worker), reference)
+    finally:
+        worker.stop()
+
+    # Backfill: a new consumer group re-reads `edits` from the beginning into topics of its own.
+    replay = replace(settings, group_prefix=settings.group_prefix + "-replay", output_prefix=settings.topic_prefix + "replay.")
+    replay_out = replace(settings, topic_prefix=replay.output_prefix)
+    worker = WorkerProcess(replay, tmp_path / "worker2.log").start()
+    try:
+        _assert_matches(_collect(replay_out, set(reference), worker), reference)
+    finally:
+        worker.stop()
+
+
+def test_sigkill_mid_run_loses_nothing(settings: Settings, tmp_path: Path) -> None:
+    """Kill the worker mid-stream, produce more while none runs, restart: nothing lost or invented."""
+    lines = _lines(sessions=16, seed=11)
+    reference = _reference(lines, settings)
+    half = len(lines) // 2
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines[:half]))
+
+    first = WorkerProcess(settings, tmp_path / "worker1.log").start()
+    group = f"{settings.group_prefix}-settle"
+    try:
+        # Kill only once the worker has committed offsets for the whole first half:
+        # a worker that committed past its open regions would now lose them.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            settled = asyncio.run(read_topic(settings, SETTLED, idle_s=0.5))
+            committed = asyncio.run(committed_offsets(settings, group))
+            if settled and sum(committed.values()) > 0:
+                time.sleep(3.5)  # past faust's 2.8 s commit interval, with everything consumed
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"no settled output or commit before the kill:\n{first.log_tail()}")
+    finally:
+        first.kill()
+    committed = asyncio.run(committed_offsets(settings, group))
+    before_restart = asyncio.run(read_topic(settings, SETTLED, idle_s=0.5))
+    assert 0 < len({decode_settled(r.value).id for r in before_restart}) < len(reference)
+    assert 0 < sum(committed.values()) < half, "open regions must hold the commit back"
+
+    asyncio.run(produce_lines(settings, lines[half:]))  # arrives while no worker runs
+    second = WorkerProcess(settings, tmp_path / "worker2.log").start()
+    try:
+        _assert_matches(_collect(settings, set(reference), second, timeout_s=180), reference)
+    finally:
+        second.stop()
+
+
+def _request(i: int, **overrides: object) -> PredictionRequested:
+    fields = dict(
+        time_ms=1_000 + i, session_id=f"s{i}", path="a.py", consent=True, encoding="utf-8",
+        request_id=f"r{i}", region=Span(start=0, end=3), region_text="abc", cursor=1,
+    )
+    fields.update(overrides)
+    return PredictionRequested(**fields)  # type: ignore[arg-type]
+
+
+def test_bad_records_go_to_dead_letter_and_the_worker_keeps_going(settings: Settings, tmp_path: Path) -> None:
+    good_before = _request(0)
+    edit = BufferEdited(
+        time_ms=2_000, session_id="s0", path="a.py", consent=True, encoding="utf-8",
+        replacements=[Replacement(start=1, end=2, text="XY")],
+    )
+    bad = {
+        "malformed": b'{"v": 1, "kind": "tick", ',
+        "unsupported_version": b'{"v": 9, "kind": "buffer_edited", "session_id": "s0", "path": "a.py"}',
+        "unknown_kind": b'{"v": 1, "kind": "cursor_moved", "time_ms": 5}',
+        "invalid_event": b'{"v": 1, "kind": "buffer_edited", "time_ms": "soon", "session_id": "s0", "path": "a.py"}',
+        "payload_too_large": encode(_request(1, region_text="x" * 300_000, region=Span(start=0, end=300_000))),
+        # valid shape, impossible offsets: region of 3 units holding 2 units of text
+        "text_length_mismatch": encode(_request(2, region=Span(start=5, end=8), region_text="ab", cursor=5)),
+    }
+    good_after = _request(3)
+    # an edit splitting the 2-byte "é" of an open region is out of range too
+    split = [
+        encode(_request(4, region_text="aé", region=Span(start=0, end=3), cursor=0)),
+        encode(BufferEdited(
+            time_ms=1_010, session_id="s4", path="a.py", consent=True, encoding="utf-8",
+            replacements=[Replacement(start=2, end=2, text="z")],
+        )),
+    ]
+    final_tick = b'{"v": 1, "kind": "tick", "time_ms": 400000}'
+    lines = [encode(good_before), encode(edit), *bad.values(), *split, encode(good_after), final_tick]
+    reference = _reference(lines, settings)
+    assert {e.request_id for e in reference.values()} == {"r0", "r3", "r4"}
+
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines))
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        _assert_matches(_collect(settings, set(reference), worker), reference)
+        dead = asyncio.run(read_topic(settings, DEAD_LETTER, idle_s=1.5))
+    finally:
+        worker.stop()
+    letters = [decode(r.value, DeadLetter) for r in dead]
+    reasons = sorted(d.reason for d in letters)
+    assert reasons == sorted([*bad, "splits_character"])
+    for d in letters:
+        assert d.source_topic == settings.topic("edits") and d.offset >= 0 and d.error
+        assert d.value in lines  # the raw bytes, for replay after a fix
+    settled = {e.request_id: e for e in reference.values()}
+    assert settled["r0"].settled_text == "aXYc"
+    assert settled["r4"].settled_text == "aé"  # the bad edit changed nothing
+    assert msgspec.json.decode(dead[0].value)["agent"] == "settle"
+
+
+def test_live_ticks_settle_a_quiet_partition_and_metrics_are_served(settings: Settings, tmp_path: Path) -> None:
+    """No event after the edit: only the worker's wall-clock ticks can settle the region."""
+    import urllib.request
+
+    from settle.streams.local.broker import free_port
+
+    now = int(time.time() * 1000)
+    live = replace(settings, quiescence_ms=1_000, lateness_ms=200, tick_interval_s=0.5)
+    request = _request(0, time_ms=now)
+    edit = BufferEdited(
+        time_ms=now + 100, session_id="s0", path="a.py", consent=True, encoding="utf-8",
+        replacements=[Replacement(start=3, end=3, text="!")],
+    )
+    ensure_topics_sync(live)
+    asyncio.run(produce_lines(live, [encode(request), encode(edit)]))
+    port = free_port()
+    worker = WorkerProcess(live, tmp_path / "worker.log", extra_args=("--metrics-port", str(port))).start()
+    try:
+        deadline = time.monotonic() + 60
+        settled: list[Record] = []
+        while not settled:
+            assert time.monotonic() < deadline and worker.alive, worker.log_tail()
+            settled = asyncio.run(read_topic(live, SETTLED, idle_s=0.5))
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        worker.stop()
+    (record,) = settled
+    example = decode_settled(record.value)
+    assert example.settled_text == "abc!" and example.settled_at_ms == now + 100 + 1_000
+    assert 'settle_outputs_total{topic="settled"} 1.0' in metrics
+
+
+def test_rebalancing_between_two_workers_loses_nothing(settings: Settings, tmp_path: Path) -> None:
+    """A second worker joins mid-stream (partitions move), then the first is killed (they move back)."""
+    lines = _lines(sessions=16, seed=13)
+    reference = _reference(lines, settings)
+    third = len(lines) // 3
+    ensure_topics_sync(settings)
+    asyncio.run(produce_lines(settings, lines[:third]))
+    a = WorkerProcess(settings, tmp_path / "a.log").start()
+    b = WorkerProcess(settings, tmp_path / "b.log")
+    try:
+        deadline = time.monotonic() + 90
+        while not asyncio.run(read_topic(settings, SETTLED, idle_s=0.5)):  # a is running and settling
+            assert time.monotonic() < deadline and a.alive, a.log_tail()
+        b.start()
+        asyncio.run(produce_lines(settings, lines[third : 2 * third]))
+        time.sleep(8)  # b joins; partitions are split between the two
+        a.kill()
+        asyncio.run(produce_lines(settings, lines[2 * third :]))
+        _assert_matches(_collect(settings, set(reference), b, timeout_s=180), reference)
+    finally:
+        a.kill()
+        b.stop()

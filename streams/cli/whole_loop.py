@@ -30,14 +30,13 @@ from rich.table import Table
 from settle.schemas.codecs import decode, decode_event, decode_settled, encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy, ScoredExample
-
-from settle.streams.local.broker import EmbeddedBroker
 from settle.streams.kafka.io import produce_lines, read_topic
-from settle.streams.settling.reference import settle_records
+from settle.streams.kafka.topics import ensure_topics_sync
+from settle.streams.local.broker import EmbeddedBroker
 from settle.streams.local.processes import WorkerProcess
 from settle.streams.settings import DEAD_LETTER, SCORED, SETTLED, Settings
+from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, continue_after, simulate
-from settle.streams.kafka.topics import ensure_topics_sync
 
 K = 8
 MAX_NEW_TOKENS = 96
@@ -52,11 +51,10 @@ def _telemetry(seed: int, sessions: int, after: list[bytes] | None = None) -> li
 
 
 def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: float = 600.0) -> None:
-    from settle.trainer.student.bootstrap import bootstrap_student
-    from settle.trainer.job import TrainConfig, publish_bootstrap, train_once
-
-    from settle.streams.scoring.score import calibrate_band
     from settle.streams.runtime.student import OnnxStudent
+    from settle.streams.scoring.score import calibrate_band
+    from settle.trainer.job import TrainConfig, publish_bootstrap, train_once
+    from settle.trainer.student.bootstrap import bootstrap_student
 
     console = Console()
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def _run(*args: str) -> tuple[int, str, str]:
 def test_settle_offline_prints_examples_and_reports_bad_lines(tmp_path: Path) -> None:
     f = tmp_path / "t.jsonl"
     f.write_text("\n".join([GOOD[0], "{oops", "", GOOD[1], '{"v":3,"kind":"tick","time_ms":1}']) + "\n")
-    code, out, err = _run("settle", str(f), "--flush")
+    code, out, err = _run("reference", str(f), "--flush")
     assert code == 0
     (example,) = [json.loads(line) for line in out.splitlines()]
     assert example["settled_text"] == "aXYc"
@@ -43,18 +43,18 @@ def test_settle_offline_prints_examples_and_reports_bad_lines(tmp_path: Path) ->
 def test_settle_offline_strict_stops_at_first_bad_line(tmp_path: Path) -> None:
     f = tmp_path / "t.jsonl"
     f.write_text("\n".join([GOOD[0], "[1,2]", GOOD[1]]) + "\n")
-    code, out, err = _run("settle", str(f), "--strict")
+    code, out, err = _run("reference", str(f), "--strict")
     assert code == 2 and out == "" and ":2: not_an_object" in err
 
 
 def test_settle_offline_without_flush_keeps_quiet_regions_open(tmp_path: Path) -> None:
     f = tmp_path / "t.jsonl"
     f.write_text("\n".join(GOOD) + "\n")
-    code, out, err = _run("settle", str(f))
+    code, out, err = _run("reference", str(f))
     assert code == 0 and out == "" and "1 still open" in err
 
 
-@pytest.mark.parametrize("command", [["settle"], ["produce"], ["score", "--model", "nowhere"]])
+@pytest.mark.parametrize("command", [["reference"], ["produce"], ["score", "--model", "nowhere"]])
 def test_missing_input_file(command: list[str], tmp_path: Path) -> None:
     code, _, err = _run(*command[:1], str(tmp_path / "missing.jsonl"), *command[1:])
     assert code == 2 and "no such file" in err
@@ -89,7 +89,7 @@ def test_simulate_writes_decodable_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "t.jsonl"
     code, _, err = _run("simulate", "-o", str(out), "--sessions", "2", "--seed", "3")
     assert code == 0 and "wrote" in err
-    code, stdout, _ = _run("settle", str(out))
+    code, stdout, _ = _run("reference", str(out))
     assert code == 0 and stdout.strip()
 
 
@@ -129,7 +129,7 @@ def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Pat
     settled = tmp_path / "settled.jsonl"
     f = tmp_path / "t.jsonl"
     f.write_text("\n".join(GOOD) + "\n")
-    code, out, _ = _run("settle", str(f), "--flush")
+    code, out, _ = _run("reference", str(f), "--flush")
     settled.write_text(out + "{not an example}\n")
     bad_policy = tmp_path / "policy.json"
     bad_policy.write_text('{"k": 0}')
@@ -155,16 +155,6 @@ def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Pat
     assert code == 2 and "re-export" in err
 
 
-@pytest.mark.broker
-def test_train_without_any_model_says_what_to_do(settings) -> None:  # type: ignore[no-untyped-def]
-    from settle.streams.kafka.topics import ensure_topics_sync
-
-    ensure_topics_sync(settings)
-    code, _, err = _run("train", "-b", settings.bootstrap, "--prefix", settings.topic_prefix,
-                        "--registry", str(settings.data_dir / "models"))
-    assert code == 2 and "no published model and no bootstrap student" in err
-
-
 def test_calibrate_writes_a_policy_the_scorer_accepts(tmp_path: Path, bootstrapped_student: Path) -> None:
     from settle.schemas.codecs import encode as enc
     from settle.streams.settling.reference import settle_records
@@ -187,7 +177,7 @@ def test_calibrate_writes_a_policy_the_scorer_accepts(tmp_path: Path, bootstrapp
 def test_calibrate_refuses_a_student_that_never_parses(tmp_path: Path, student_dir: Path) -> None:
     f = tmp_path / "t.jsonl"
     f.write_text("\n".join(GOOD) + "\n")
-    code, out, _ = _run("settle", str(f), "--flush")
+    code, out, _ = _run("reference", str(f), "--flush")
     settled = tmp_path / "settled.jsonl"
     settled.write_text(out)
     code, _, err = _run("calibrate", str(settled), "--model", str(student_dir), "--k", "2", "--max-new-tokens", "4")

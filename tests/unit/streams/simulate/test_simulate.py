@@ -12,15 +12,13 @@ import pytest
 
 from settle.schemas.codecs import MAX_EVENT_BYTES, decode_event, encode
 from settle.schemas.events import BufferEdited, EditOrigin, PredictionRequested, Tick
+from settle.schemas.jsonl import read_lines, write_records
 from settle.streams.simulate import (
     FINAL_TICK_DELAY_MS,
     Simulation,
     SimulationConfig,
     generate,
-    main,
-    read_jsonl,
     simulate,
-    write_jsonl,
 )
 
 UNIT_BYTES = {"utf-8": 1, "utf-16": 2, "utf-32": 4}
@@ -117,29 +115,29 @@ def replay(sim: Simulation) -> dict[tuple[str, str], str]:
 def test_deterministic_and_jsonl_roundtrip(tmp_path: Path) -> None:
     cfg = SimulationConfig(sessions=6, seed=7)
     a, b = io.BytesIO(), io.BytesIO()
-    assert write_jsonl(simulate(cfg), a) == write_jsonl(simulate(cfg), b)
+    assert write_records(simulate(cfg), a) == write_records(simulate(cfg), b)
     assert a.getvalue() == b.getvalue()
     c = io.BytesIO()
-    write_jsonl(simulate(SimulationConfig(sessions=6, seed=8)), c)
+    write_records(simulate(SimulationConfig(sessions=6, seed=8)), c)
     assert c.getvalue() != a.getvalue()
 
     path = tmp_path / "edits.jsonl"
-    n = write_jsonl(simulate(cfg), path)
+    n = write_records(simulate(cfg), path)
     assert path.read_bytes() == a.getvalue()
-    lines = list(read_jsonl(path))
+    lines = list(read_lines(path))
     assert [no for no, _ in lines] == list(range(1, n + 1))
     assert [encode(decode_event(raw)) for _, raw in lines] == a.getvalue().splitlines()
 
 
-def test_read_jsonl_keeps_bad_lines_and_numbers(tmp_path: Path) -> None:
+def test_read_lines_keeps_bad_lines_and_numbers(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_bytes(b'{"kind":"tick","time_ms":1}\r\n\n  \nnot json\n')
-    assert list(read_jsonl(path)) == [(1, b'{"kind":"tick","time_ms":1}'), (4, b"not json")]
+    assert list(read_lines(path)) == [(1, b'{"kind":"tick","time_ms":1}'), (4, b"not json")]
 
 
 def test_text_mode_writer() -> None:
     buf = io.StringIO()
-    n = write_jsonl(simulate(SimulationConfig(sessions=1, seed=2)), buf)
+    n = write_records(simulate(SimulationConfig(sessions=1, seed=2)), buf)
     assert n == len(buf.getvalue().splitlines())
 
 
@@ -170,7 +168,7 @@ def test_stream_shape(default_sim: Simulation) -> None:
 
 def test_every_line_decodes(default_sim: Simulation) -> None:
     out = io.BytesIO()
-    write_jsonl(default_sim.events, out)
+    write_records(default_sim.events, out)
     decoded = [decode_event(line) for line in out.getvalue().splitlines()]
     assert decoded == default_sim.events
 
@@ -292,7 +290,12 @@ def test_periodic_ticks_are_watermarks() -> None:
 def test_cli_writes_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "e.jsonl"
     before_ms = int(time.time() * 1000)
-    assert main(["--sessions", "2", "--seed", "5", "--start-ms", "now", "--out", str(out)]) == 0
-    lines = [decode_event(raw) for _, raw in read_jsonl(out)]
+    from typer.testing import CliRunner
+
+    from settle.streams.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "--sessions", "2", "--seed", "5", "--start", "now", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [decode_event(raw) for _, raw in read_lines(out)]
     assert lines and isinstance(lines[-1], Tick)
     assert lines[0].time_ms >= before_ms

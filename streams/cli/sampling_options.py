@@ -1,0 +1,65 @@
+"""The band and sampling options shared by `settle score` and `settle scorer`, turned into one ScoringConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from settle.streams.cli.common import (
+    fail,
+)
+
+
+def scoring_config(
+    k: int, round_size: int, mode: str, solve_threshold: float, keep_min: float, keep_max: float,
+    temperature: float, top_p: float, top_k: int, max_new_tokens: int, seed: int, adaptive: bool,
+    policy_file: Path | None = None,
+):  # type: ignore[no-untyped-def]
+    import msgspec
+
+    from settle.schemas.scored import BandPolicy
+    from settle.streams.scoring.score import ScoringConfig
+
+    try:
+        if policy_file is not None:
+            if not policy_file.is_file():
+                raise ValueError(f"{policy_file}: no such file")
+            policy = msgspec.json.decode(policy_file.read_bytes(), type=BandPolicy)
+        elif mode == "median":
+            policy = BandPolicy(mode="median", k=k, round_size=round_size, keep_min_median=keep_min, keep_max_median=keep_max)
+        elif mode == "solve_rate":
+            policy = BandPolicy(
+                k=k, round_size=round_size, solve_threshold=solve_threshold,
+                keep_min_solve_rate=keep_min, keep_max_solve_rate=keep_max,
+            )
+        else:
+            raise ValueError(f"--mode must be solve_rate or median, not {mode!r}")
+    except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise fail(f"bad band policy: {exc}") from None
+    if not 0 < top_p <= 1:
+        raise fail("--top-p must be in (0, 1]")
+    if top_k < 0:
+        raise fail("--top-k must be >= 0 (0: the whole vocabulary)")
+    return ScoringConfig(
+        policy=policy, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+        seed=seed, adaptive=adaptive,
+    )
+
+
+K = Annotated[int, typer.Option(min=1, help="samples per example")]
+PolicyOpt = Annotated[
+    Optional[Path], typer.Option("--policy", help="band policy JSON (from `settle calibrate`); overrides the band flags")
+]
+Mode = Annotated[str, typer.Option(help="band mode: solve_rate or median")]
+TopK = Annotated[int, typer.Option(help="tokens kept per step before top-p; 0 = the whole vocabulary")]
+
+
+def load_student(model: Path):  # type: ignore[no-untyped-def]
+    from settle.streams.runtime.student import ModelDirError, OnnxStudent
+
+    try:
+        return OnnxStudent(model)
+    except ModelDirError as exc:
+        raise fail(str(exc)) from None

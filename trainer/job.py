@@ -17,13 +17,22 @@ from pathlib import Path
 from settle.schemas.codecs import encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.models import ModelPublished
+from settle.streams.contracts.student_dir import write_manifest
 from settle.streams.kafka.io import dead_letter
 from settle.streams.settings import KEPT, Settings
-
-from settle.trainer.data.dataset import commit_kept, dedupe, load_jsonl, read_kept, render, split, tokenize_pairs, trainer_group_id
-from settle.trainer.finetune.loop import FinetuneConfig
+from settle.trainer.data.dataset import (
+    commit_kept,
+    dedupe,
+    load_jsonl,
+    read_kept,
+    render,
+    split,
+    tokenize_pairs,
+    trainer_group_id,
+)
 from settle.trainer.evaluate.edit_metrics import DEFAULT_TOLERANCE, GateTolerance, compare
-from settle.trainer.publish.registry import announce, history, latest_published, next_version, now_ms, record, stage, write_manifest
+from settle.trainer.finetune.loop import FinetuneConfig
+from settle.trainer.publish.registry import announce, history, latest_published, next_version, now_ms, record, stage
 
 EVAL_FILE = "eval.jsonl"
 
@@ -80,9 +89,9 @@ def _held_out(config: TrainConfig, new_eval: list[SettledExample]) -> list[Settl
 
 def train_once(settings: Settings, config: TrainConfig = TrainConfig(), *, progress: bool = True) -> RunReport:
     from settle.trainer.evaluate.heldout import evaluate, summary_dict
-    from settle.trainer.student.export import export_onnx
     from settle.trainer.finetune.loop import finetune
     from settle.trainer.student.build import load_tokenizer
+    from settle.trainer.student.export import export_onnx
 
     group = config.group_id or trainer_group_id(settings)
     messages = asyncio.run(history(settings))

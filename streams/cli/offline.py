@@ -32,7 +32,8 @@ def simulate(
     final_tick: Annotated[bool, typer.Option(help="end with a tick that decides every region")] = True,
 ) -> None:
     """Write simulated editor telemetry as JSONL, made from real source files."""
-    from settle.streams.simulate import SimulationConfig, write_jsonl
+    from settle.schemas.jsonl import write_records
+    from settle.streams.simulate import SimulationConfig
     from settle.streams.simulate import simulate as run_sim
 
     if source_dir is not None and not source_dir.is_dir():
@@ -51,11 +52,9 @@ def simulate(
         events = run_sim(SimulationConfig(**kwargs))  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
-    if str(out) == "-":
-        n = write_jsonl(events, sys.stdout.buffer)
-    else:
+    if str(out) != "-":
         out.parent.mkdir(parents=True, exist_ok=True)
-        n = write_jsonl(events, out)
+    n = write_records(events, out)
     err.print(f"wrote {n} events")
 
 

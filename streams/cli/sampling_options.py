@@ -57,7 +57,8 @@ TopK = Annotated[int, typer.Option(help="tokens kept per step before top-p; 0 = 
 
 
 def load_student(model: Path):  # type: ignore[no-untyped-def]
-    from settle.streams.runtime.student import ModelDirError, OnnxStudent
+    from settle.streams.contracts.student_dir import ModelDirError
+    from settle.streams.runtime.student import OnnxStudent
 
     try:
         return OnnxStudent(model)

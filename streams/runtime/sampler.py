@@ -19,12 +19,11 @@ and examples are dropped on the device too (``gather.onnx``). The prefixes make 
 call. The same binding code runs on CPU when asked for
 (``io_binding=True``), which is how it is tested without a GPU.
 
-Graph contract: see ``settle.trainer.student.export`` (``model.onnx`` + ``onnx_config.json``).
+Graph contract: ``settle.streams.contracts.student_dir``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,34 +32,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-# The graph contract, shared with the exporter (settle.trainer.student.export).
-#: the graph layout this sampler drives (``onnx_config.json`` "graph")
-GRAPH_FORMAT = "shared-prefix/3"
-MODEL_FILE = "model.onnx"
-GATHER_FILE = "gather.onnx"
-CONFIG_FILE = "onnx_config.json"
-
-
-class GraphFormatError(ValueError):
-    """An export made for another graph layout (re-export the student)."""
-
-
-def cache_names(num_layers: int) -> tuple[list[str], list[str], list[str]]:
-    """(prefix input, past input, present output) names in the flat k0, v0, k1, v1, ... order."""
-    flat = [(i, kv) for i in range(num_layers) for kv in ("key", "value")]
-    return ([f"prefix.{i}.{kv}" for i, kv in flat], [f"past.{i}.{kv}" for i, kv in flat],
-            [f"present.{i}.{kv}" for i, kv in flat])
-
-
-def read_export_info(onnx_dir: str | Path) -> dict:
-    """The export's ``onnx_config.json``; GraphFormatError if it was made for another layout."""
-    info = json.loads((Path(onnx_dir) / CONFIG_FILE).read_text())
-    if info.get("graph") != GRAPH_FORMAT:
-        raise GraphFormatError(
-            f"{onnx_dir} holds a {info.get('graph', 'flat-cache')!r} graph; this sampler needs "
-            f"{GRAPH_FORMAT!r}: re-export it (python -m settle.trainer.student.export MODEL_DIR OUT_DIR)"
-        )
-    return info
+from settle.streams.contracts.student_dir import (  # noqa: F401  (re-exported for callers of the sampler)
+    CONFIG_FILE,
+    GATHER_FILE,
+    GRAPH_FORMAT,
+    MODEL_FILE,
+    GraphFormatError,
+    cache_names,
+    read_export_info,
+)
 
 
 @dataclass

@@ -9,40 +9,17 @@ model that made it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from settle.streams.runtime.sampler import CONFIG_FILE, MODEL_FILE, GraphFormatError, Sampler
+from settle.streams.contracts.student_dir import (  # noqa: F401  (ModelDirError re-exported)
+    GraphFormatError,
+    ModelDirError,
+    check_model_dir,
+    model_identity,
+)
+from settle.streams.runtime.sampler import Sampler
 from settle.streams.scoring.score import Draw
-
-
-class ModelDirError(ValueError):
-    """A directory that is not a usable exported student."""
-
-
-def model_identity(model_dir: Path) -> tuple[str, str]:
-    """(name, version) from manifest.json, else (directory name, weights hash)."""
-    manifest = model_dir / "manifest.json"
-    if manifest.exists():
-        data = json.loads(manifest.read_text())
-        return str(data["name"]), str(data["version"])
-    h = hashlib.blake2b(digest_size=8)
-    for name in sorted(p.name for p in model_dir.iterdir() if p.name.startswith(MODEL_FILE)):
-        with open(model_dir / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return model_dir.name, f"sha-{h.hexdigest()}"
-
-
-def check_model_dir(model_dir: Path) -> None:
-    missing = [n for n in (MODEL_FILE, CONFIG_FILE, "tokenizer.json") if not (model_dir / n).exists()]
-    if not model_dir.is_dir() or missing:
-        raise ModelDirError(
-            f"{model_dir} is not an exported student (missing {', '.join(missing) or 'directory'}); "
-            "make one with `settle student --out DIR`"
-        )
 
 
 class OnnxStudent:

@@ -9,7 +9,6 @@ beyond the broker and the directory.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -20,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from settle.schemas.codecs import decode, encode
 from settle.schemas.models import ModelPublished
+from settle.streams.contracts.student_dir import write_manifest
 from settle.streams.kafka.io import read_topic
 from settle.streams.settings import MODELS, Settings
 
@@ -43,11 +43,6 @@ def stage(root: Path, name: str, version: str, hf_dir: Path, onnx_dir: Path) -> 
             shutil.copy2(f, dest / f.name)
     write_manifest(dest, name, version)
     return dest
-
-
-def write_manifest(dest: Path, name: str, version: str) -> None:
-    """What a scorer reads to name the model it serves (see streams/student_source.py)."""
-    (dest / "manifest.json").write_text(json.dumps({"name": name, "version": version}) + "\n")
 
 
 def record(dest: Path, message: ModelPublished) -> None:

@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from settle.streams.runtime.sampler import CONFIG_FILE, GATHER_FILE, GRAPH_FORMAT, MODEL_FILE, cache_names
+from settle.streams.contracts.student_dir import CONFIG_FILE, GATHER_FILE, GRAPH_FORMAT, MODEL_FILE, cache_names
 
 EXTERNAL_DATA_FILE = "model.onnx.data"
 # Protobuf's hard limit is 2 GiB; stay clear of it.

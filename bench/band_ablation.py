@@ -24,16 +24,17 @@ from rich.table import Table
 
 from settle.schemas.codecs import encode
 from settle.schemas.scored import BandPolicy
-from settle.streams.settling.reference import settle_records
-from settle.streams.scoring.score import ScoringConfig, calibrate_band, score_batch
-from settle.streams.simulate import SimulationConfig, simulate
+from settle.streams.contracts.sampling import SamplingConfig
 from settle.streams.runtime.student import OnnxStudent
-from settle.trainer.student.bootstrap import bootstrap_student
+from settle.streams.scoring.score import ScoringConfig, calibrate_band, score_batch
+from settle.streams.settling.reference import settle_records
+from settle.streams.simulate import SimulationConfig, simulate
 from settle.trainer.data.dataset import render, split, tokenize_pairs
 from settle.trainer.evaluate.heldout import evaluate
-from settle.trainer.student.export import export_onnx
 from settle.trainer.finetune.loop import FinetuneConfig, finetune
+from settle.trainer.student.bootstrap import bootstrap_student
 from settle.trainer.student.build import load_tokenizer
+from settle.trainer.student.export import export_onnx
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
     t0 = time.perf_counter()
     scored = []
     for i in range(0, len(train), 16):
-        scored += score_batch(train[i : i + 16], source, ScoringConfig(policy=policy, max_new_tokens=args.max_new_tokens))
+        scored += score_batch(train[i : i + 16], source, ScoringConfig(policy=policy, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens)))
     kept = [s.example for s in scored if s.decision.decision == "keep"]
     changed = [e for e in train if e.original_text != e.settled_text]
     subset = random.Random(args.seed).sample(changed, min(len(kept), len(changed)))

@@ -29,10 +29,11 @@ from rich.table import Table
 from settle.schemas.codecs import encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy
-from settle.streams.settling.reference import settle_records
-from settle.streams.scoring.score import Draw, ScoringConfig, score_batch
-from settle.streams.simulate import SimulationConfig, simulate
+from settle.streams.contracts.sampling import SamplingConfig
 from settle.streams.runtime.student import OnnxStudent
+from settle.streams.scoring.score import Draw, ScoringConfig, score_batch
+from settle.streams.settling.reference import settle_records
+from settle.streams.simulate import SimulationConfig, simulate
 from settle.trainer.student.bootstrap import bootstrap_student
 
 
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
 
     student = a.student or bootstrap_student(a.cache)
     examples = _examples(a.sessions, a.seed)[: a.limit]
-    config = ScoringConfig(policy=BandPolicy(k=a.k, round_size=a.k), max_new_tokens=a.max_new_tokens, adaptive=False)
+    config = ScoringConfig(policy=BandPolicy(k=a.k, round_size=a.k), sampling=SamplingConfig(max_new_tokens=a.max_new_tokens),
+                           adaptive=False)
     engines = [e.strip() for e in a.engines.split(",")]
     rows: dict[str, tuple[float, int, str]] = {}
     for engine in engines:
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
     table = Table(title=(
         f"scoring {len(examples)} settled examples, k={a.k} (adaptive off), {a.batch} per batch, "
-        f"<= {a.max_new_tokens} new tokens, T={config.temperature} top_k={config.top_k} top_p={config.top_p}"
+        f"<= {a.max_new_tokens} new tokens, T={config.sampling.temperature} top_k={config.sampling.top_k} top_p={config.sampling.top_p}"
     ))
     for col in ("source", "wall s", "examples/s", "samples/s", "sampled tokens", "vs HF generate", "notes"):
         table.add_column(col, justify="left" if col in ("source", "notes") else "right")

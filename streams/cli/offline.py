@@ -19,7 +19,19 @@ from settle.streams.cli.common import (
     read_settled,
     settings_from,
 )
-from settle.streams.cli.sampling_options import K, Mode, PolicyOpt, TopK, load_student, scoring_config
+from settle.streams.cli.sampling_options import (
+    DEFAULTS,
+    K,
+    MaxNewTokens,
+    Mode,
+    PolicyOpt,
+    Seed,
+    Temperature,
+    TopK,
+    TopP,
+    load_student,
+    scoring_config,
+)
 
 
 @app.command()
@@ -103,11 +115,11 @@ def score(
     solve_threshold: float = 0.34,
     keep_min: Annotated[float, typer.Option(help="lower edge of the kept band")] = 0.125,
     keep_max: Annotated[float, typer.Option(help="upper edge of the kept band")] = 0.75,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    top_k: TopK = 50,
-    max_new_tokens: int = 128,
-    seed: int = 0,
+    temperature: Temperature = DEFAULTS.temperature,
+    top_p: TopP = DEFAULTS.top_p,
+    top_k: TopK = DEFAULTS.top_k,
+    max_new_tokens: MaxNewTokens = DEFAULTS.max_new_tokens,
+    seed: Seed = DEFAULTS.seed,
     adaptive: bool = True,
     batch: Annotated[int, typer.Option(min=1, help="examples sampled together")] = 16,
     kept_only: Annotated[bool, typer.Option(help="print only the kept examples")] = False,
@@ -148,7 +160,7 @@ def calibrate(
     k: K = 8,
     easy: Annotated[float, typer.Option(help="quantile below which examples are too easy")] = 0.25,
     hard: Annotated[float, typer.Option(help="quantile above which examples are too hard")] = 0.75,
-    max_new_tokens: int = 128,
+    max_new_tokens: MaxNewTokens = DEFAULTS.max_new_tokens,
 ) -> None:
     """Fit a median-mode band to a student's own difficulty quantiles and write it as JSON."""
     import msgspec

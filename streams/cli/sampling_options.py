@@ -10,6 +10,7 @@ import typer
 from settle.streams.cli.common import (
     fail,
 )
+from settle.streams.contracts.sampling import SamplingConfig
 
 
 def scoring_config(
@@ -38,14 +39,12 @@ def scoring_config(
             raise ValueError(f"--mode must be solve_rate or median, not {mode!r}")
     except (ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise fail(f"bad band policy: {exc}") from None
-    if not 0 < top_p <= 1:
-        raise fail("--top-p must be in (0, 1]")
-    if top_k < 0:
-        raise fail("--top-k must be >= 0 (0: the whole vocabulary)")
-    return ScoringConfig(
-        policy=policy, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
-        seed=seed, adaptive=adaptive,
-    )
+    try:
+        sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
+                                  seed=seed)
+    except ValueError as exc:
+        raise fail(f"bad sampling setting: --{str(exc).replace('_', '-')}") from None
+    return ScoringConfig(policy=policy, sampling=sampling, adaptive=adaptive)
 
 
 K = Annotated[int, typer.Option(min=1, help="samples per example")]
@@ -53,7 +52,13 @@ PolicyOpt = Annotated[
     Optional[Path], typer.Option("--policy", help="band policy JSON (from `settle calibrate`); overrides the band flags")
 ]
 Mode = Annotated[str, typer.Option(help="band mode: solve_rate or median")]
-TopK = Annotated[int, typer.Option(help="tokens kept per step before top-p; 0 = the whole vocabulary")]
+# Sampling options, declared once; their defaults are SamplingConfig's.
+DEFAULTS = SamplingConfig()
+Temperature = Annotated[float, typer.Option(help=f"softmax temperature; 0 = greedy [{DEFAULTS.temperature}]")]
+TopK = Annotated[int, typer.Option(help=f"tokens kept per step before top-p; 0 = the whole vocabulary [{DEFAULTS.top_k}]")]
+TopP = Annotated[float, typer.Option(help=f"nucleus mass in (0, 1] [{DEFAULTS.top_p}]")]
+MaxNewTokens = Annotated[int, typer.Option(help=f"tokens per sample at most [{DEFAULTS.max_new_tokens}]")]
+Seed = Annotated[int, typer.Option(help="base of every per-example seed")]
 
 
 def load_student(model: Path):  # type: ignore[no-untyped-def]

@@ -20,7 +20,19 @@ from settle.streams.cli.common import (
     kafka_call,
     settings_from,
 )
-from settle.streams.cli.sampling_options import K, Mode, PolicyOpt, TopK, load_student, scoring_config
+from settle.streams.cli.sampling_options import (
+    DEFAULTS,
+    K,
+    MaxNewTokens,
+    Mode,
+    PolicyOpt,
+    Seed,
+    Temperature,
+    TopK,
+    TopP,
+    load_student,
+    scoring_config,
+)
 
 
 @app.command()
@@ -77,11 +89,11 @@ def scorer(
     solve_threshold: float = 0.34,
     keep_min: float = 0.125,
     keep_max: float = 0.75,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    top_k: TopK = 50,
-    max_new_tokens: int = 128,
-    seed: int = 0,
+    temperature: Temperature = DEFAULTS.temperature,
+    top_p: TopP = DEFAULTS.top_p,
+    top_k: TopK = DEFAULTS.top_k,
+    max_new_tokens: MaxNewTokens = DEFAULTS.max_new_tokens,
+    seed: Seed = DEFAULTS.seed,
     adaptive: bool = True,
     policy: PolicyOpt = None,
     metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port; 0 = off")] = 0,

@@ -8,7 +8,6 @@ change (adaptive k), so the expensive part shrinks round by round.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,9 +17,6 @@ import msgspec
 
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy, ScoredExample
-
-from settle.streams.scoring.band import calibrate, decide, decide_adaptive, decision_is_final, screen
-from settle.streams.scoring.distance import sample_distances
 from settle.streams.contracts.prompt import (
     EDITABLE_REGION_END,
     ENDOFTEXT,
@@ -28,6 +24,9 @@ from settle.streams.contracts.prompt import (
     parse_output,
     render_prompt,
 )
+from settle.streams.contracts.sampling import SamplingConfig, example_seed  # noqa: F401  (example_seed re-exported)
+from settle.streams.scoring.band import calibrate, decide, decide_adaptive, decision_is_final, screen
+from settle.streams.scoring.distance import sample_distances
 
 StopReason = Literal["end", "eos", "budget"]
 
@@ -56,21 +55,13 @@ class SampleSource(Protocol):
 
 @dataclass(frozen=True)
 class ScoringConfig:
+    """How examples are scored: the band, the recorded sampling settings, adaptive k."""
+
     policy: BandPolicy = field(default_factory=BandPolicy)
-    temperature: float = 0.8
-    top_p: float = 0.95
-    #: keep each step's top_k tokens before top-p (0: whole vocabulary); transformers' default
-    top_k: int = 50
-    max_new_tokens: int = 128
-    seed: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    #: stop sampling an example once its decision can no longer change (same decisions as full k)
     adaptive: bool = True
     distance_workers: int = 1
-
-
-def example_seed(base: int, example_id: str, round_index: int) -> int:
-    """Per-example, per-round seed: the same example draws the same samples in any batch."""
-    digest = hashlib.blake2b(f"{base}\x1f{example_id}\x1f{round_index}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") >> 1
 
 
 def parse_draw(draw: Draw) -> str:
@@ -120,11 +111,8 @@ def score_batch(
         draws = source.draw(
             [pending[i].prompt for i in active],
             n,
-            [example_seed(config.seed, pending[i].example.id, round_index) for i in active],
-            temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=config.top_k,
-            max_new_tokens=config.max_new_tokens,
+            [config.sampling.example_seed(pending[i].example.id, round_index) for i in active],
+            **config.sampling.decoding(),
         )
         for i, row in zip(active, draws, strict=True):
             _add_round(pending[i], row, policy, config)
@@ -183,11 +171,11 @@ def _record(
         parse_failures=p.failures if p else {},
         model_name=source.model_name,
         model_version=source.model_version,
-        seed=config.seed,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        top_k=config.top_k,
-        max_new_tokens=config.max_new_tokens,
+        seed=config.sampling.seed,
+        temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p,
+        top_k=config.sampling.top_k,
+        max_new_tokens=config.sampling.max_new_tokens,
     )
 
 
@@ -197,7 +185,7 @@ def calibrate_band(
 ) -> BandPolicy:
     """Score with an unbounded median band (so medians are exact), then fit the band to their quantiles."""
     wide = msgspec.structs.replace(base, mode="median", keep_min_median=0.0, keep_max_median=1e9)
-    config = ScoringConfig(policy=wide, max_new_tokens=max_new_tokens, adaptive=False)
+    config = ScoringConfig(policy=wide, sampling=SamplingConfig(max_new_tokens=max_new_tokens), adaptive=False)
     medians = []
     for i in range(0, len(examples), 16):
         for s in score_batch(examples[i : i + 16], source, config):

@@ -14,13 +14,13 @@ from settle.schemas.codecs import decode, decode_event, encode
 from settle.schemas.examples import DeadLetter
 from settle.schemas.scored import ScoredExample
 from settle.streams.kafka.io import produce_lines, read_topic
-from settle.streams.settling.reference import settle_records
+from settle.streams.kafka.topics import ensure_topics_sync
 from settle.streams.local.processes import WorkerProcess
 from settle.streams.settings import DEAD_LETTER, KEPT, SCORED, Settings
+from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, continue_after, simulate
-from settle.streams.kafka.topics import ensure_topics_sync
-from settle.trainer.finetune.loop import FinetuneConfig
 from settle.trainer.evaluate.edit_metrics import GateTolerance
+from settle.trainer.finetune.loop import FinetuneConfig
 from settle.trainer.job import TrainConfig, publish_bootstrap, train_once
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -127,8 +127,9 @@ def test_a_candidate_that_fails_the_gate_is_recorded_not_published(
     settings: Settings, tmp_path: Path, bootstrapped_student: Path
 ) -> None:
     from settle.schemas.scored import BandPolicy
-    from settle.streams.scoring.score import ScoringConfig, score_batch
+    from settle.streams.contracts.sampling import SamplingConfig
     from settle.streams.runtime.student import OnnxStudent
+    from settle.streams.scoring.score import ScoringConfig, score_batch
     from settle.trainer.publish.registry import history, latest_published
 
     ensure_topics_sync(settings)
@@ -141,7 +142,7 @@ def test_a_candidate_that_fails_the_gate_is_recorded_not_published(
     publish_bootstrap(settings, config, bootstrapped_student)
     examples = settle_records(enumerate(_telemetry(seed=31, sessions=10)), settings.tracker).examples
     wide = ScoringConfig(policy=BandPolicy(mode="median", k=2, keep_min_median=0.0, keep_max_median=1e6),
-                         max_new_tokens=48)
+                         sampling=SamplingConfig(max_new_tokens=48))
     kept = [s for s in score_batch(examples, OnnxStudent(bootstrapped_student), wide) if s.decision.decision == "keep"]
     assert len(kept) >= 4
     asyncio.run(produce_lines(settings, [encode(s) for s in kept], topic=KEPT))

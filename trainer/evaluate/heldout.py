@@ -12,10 +12,10 @@ from pathlib import Path
 
 from settle.schemas.examples import SettledExample
 from settle.streams.contracts.prompt import OutputParseError, render_prompt
-from settle.streams.scoring.score import parse_draw
+from settle.streams.contracts.sampling import SamplingConfig
 from settle.streams.runtime.student import OnnxStudent
-
-from settle.trainer.evaluate.edit_metrics import EvalSummary, row_from_example, summarize
+from settle.streams.scoring.score import parse_draw
+from settle.trainer.evaluate.summary import EvalSummary, row_from_example, summarize
 
 
 def predict(
@@ -27,7 +27,8 @@ def predict(
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
         prompts = [render_prompt(e, **({"max_chars": max_prompt_chars} if max_prompt_chars else {})) for e in chunk]
-        draws = student.draw(prompts, 1, [0] * len(chunk), temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+        greedy = SamplingConfig(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
+        draws = student.draw(prompts, 1, [0] * len(chunk), **greedy.decoding())
         for (draw,) in draws:
             try:
                 out.append(parse_draw(draw))

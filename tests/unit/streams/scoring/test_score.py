@@ -9,10 +9,11 @@ import pytest
 from settle.schemas.codecs import encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy
-from settle.streams.settling.reference import settle_records
-from settle.streams.scoring.score import Draw, ScoringConfig, example_seed, parse_draw, score_batch
-from settle.streams.simulate import SimulationConfig, simulate
+from settle.streams.contracts.sampling import SamplingConfig
 from settle.streams.runtime.student import ModelDirError, OnnxStudent
+from settle.streams.scoring.score import Draw, ScoringConfig, example_seed, parse_draw, score_batch
+from settle.streams.settling.reference import settle_records
+from settle.streams.simulate import SimulationConfig, simulate
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def source(student_dir: Path) -> OnnxStudent:
     return OnnxStudent(student_dir)
 
 
-CONFIG = ScoringConfig(policy=BandPolicy(k=8, round_size=4), max_new_tokens=24, seed=3)
+CONFIG = ScoringConfig(policy=BandPolicy(k=8, round_size=4), sampling=SamplingConfig(max_new_tokens=24, seed=3))
 
 
 def test_every_decision_records_how_it_was_made(examples: list[SettledExample], source: OnnxStudent) -> None:

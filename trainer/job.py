@@ -30,7 +30,7 @@ from settle.trainer.data.dataset import (
     tokenize_pairs,
     trainer_group_id,
 )
-from settle.trainer.evaluate.edit_metrics import DEFAULT_TOLERANCE, GateTolerance, compare
+from settle.trainer.evaluate.gate import DEFAULT_TOLERANCE, GateTolerance, compare
 from settle.trainer.finetune.loop import FinetuneConfig
 from settle.trainer.publish.registry import announce, history, latest_published, next_version, now_ms, record, stage
 

@@ -19,7 +19,7 @@ from settle.streams.local.processes import WorkerProcess
 from settle.streams.settings import DEAD_LETTER, KEPT, SCORED, Settings
 from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, continue_after, simulate
-from settle.trainer.evaluate.edit_metrics import GateTolerance
+from settle.trainer.evaluate.gate import GateTolerance
 from settle.trainer.finetune.loop import FinetuneConfig
 from settle.trainer.job import TrainConfig, publish_bootstrap, train_once
 
@@ -62,7 +62,7 @@ def test_whole_loop_publishes_a_second_model_and_the_scorer_switches(
         eval_fraction=0.3,
         max_new_tokens=96,
         finetune=FinetuneConfig(steps=20, batch_size=4, warmup_steps=2, lr=1e-3),
-        # the gate is tested in test_trainer_metrics.py; here any candidate may go live
+        # the gate is tested in tests/unit/trainer/evaluate/test_gate.py; here any candidate may go live
         tolerance=GateTolerance(delta_chrf=100.0, parse_rate=1.0, reversal_ratio=1.0, exact_match_rate=1.0),
         idle_s=2.0,
     )

@@ -7,7 +7,7 @@ The same settings drive the embedded broker and a real Kafka cluster; only
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from settle.streams.settling.tracker import TrackerConfig
@@ -35,6 +35,19 @@ class Settings:
     #: faster rejoin after a crash than Kafka's defaults (see NOTES.md)
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
+    #: Kafka security (every client, through streams/kafka/security.py): PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    security_protocol: str = "PLAINTEXT"
+    #: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols)
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    #: CA bundle that signed the brokers' certificates; empty = the system's CAs
+    ssl_cafile: str = ""
+    #: client certificate and key (mutual TLS); empty = none
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_password: str = field(default="", repr=False)
+    ssl_check_hostname: bool = True
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -65,6 +78,10 @@ class Settings:
 
 def _parse(type_name: object, raw: str) -> object:
     name = str(type_name)
+    if "bool" in name:
+        if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"not a boolean: {raw!r}")
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if "int" in name:
         return int(raw)
     if "float" in name:

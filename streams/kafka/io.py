@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from settle.schemas.events import buffer_key
 
+from settle.streams.kafka.security import client_kwargs
 from settle.streams.settings import DEAD_LETTER, EDITS, Settings
 
 
@@ -53,7 +54,7 @@ async def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str =
     """Send raw event lines to `edits`, keyed by buffer; a tick goes to every partition."""
     name = settings.topic(topic)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+        **client_kwargs(settings), acks="all", linger_ms=5, max_batch_size=256 * 1024
     )
     sent = 0
     try:
@@ -88,7 +89,7 @@ async def iter_topic(
     name = settings.topic(topic)
     consumer = AIOKafkaConsumer(
         name,
-        bootstrap_servers=settings.bootstrap,
+        **client_kwargs(settings),
         group_id=group_id,
         auto_offset_reset="earliest",
         enable_auto_commit=group_id is not None,
@@ -127,7 +128,7 @@ async def dead_letter(
     from settle.schemas.codecs import encode
     from settle.schemas.examples import DeadLetter
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     sent = 0
     try:
         await producer.start()
@@ -144,7 +145,7 @@ async def dead_letter(
 async def committed_offsets(settings: Settings, group_id: str, topic: str = EDITS) -> dict[int, int]:
     """The offsets a consumer group has committed on a topic, by partition."""
     name = settings.topic(topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group_id, enable_auto_commit=False)
     try:
         await consumer.start()
         try:

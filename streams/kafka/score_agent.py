@@ -10,7 +10,6 @@ and seed, so the repeats are byte-identical and consumers dedupe on id.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable
@@ -22,14 +21,15 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import StreamT
 
-from settle.schemas.codecs import decode, decode_settled, encode
-from settle.schemas.examples import DeadLetter, SettledExample
+from settle.schemas.codecs import decode
 from settle.schemas.models import ModelPublished
-
 from settle.streams.kafka import prometheus as metrics
-from settle.streams.kafka.settle_agent import base_app_settings
 from settle.streams.kafka.io import dead_letter
-from settle.streams.scoring.score import SampleSource, ScoringConfig, score_batch
+from settle.streams.kafka.security import client_kwargs
+from settle.streams.kafka.settle_agent import base_app_settings
+from settle.streams.records import Consumed
+from settle.streams.scoring.batch import BatchScorer
+from settle.streams.scoring.score import SampleSource, ScoringConfig
 from settle.streams.settings import DEAD_LETTER, KEPT, MODELS, SCORED, SETTLED, Settings
 
 log = logging.getLogger("settle.scorer")
@@ -71,7 +71,7 @@ async def follow_models(settings: Settings, holder: ModelHolder, *, until_idle: 
     otherwise follow the topic for as long as the worker runs (hot reload).
     """
     tp = TopicPartition(settings.topic(MODELS), 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     try:
         await consumer.start()
         consumer.assign([tp])
@@ -106,41 +106,22 @@ def create_score_app(settings: Settings, holder: ModelHolder, config: ScoringCon
     app = faust.App(f"{settings.group_prefix}-score", **base_app_settings(settings, "score"))
     settled = app.topic(settings.topic(SETTLED), partitions=settings.partitions)
     out = {n: app.topic(settings.output_topic(n), partitions=settings.partitions) for n in (SCORED, KEPT, DEAD_LETTER)}
-    recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    scorer = BatchScorer(config)
 
     @app.agent(settled, name="score")
     async def score(stream: StreamT) -> None:
         async for batch in stream.noack_take(settings.score_batch_size, within=settings.batch_within_s):
-            examples: list[SettledExample] = []
-            deliveries: list[Any] = []
-            for event in batch:
-                m = event.message
-                try:
-                    example = decode_settled(m.value or b"")
-                except msgspec.DecodeError as exc:
-                    letter = DeadLetter(
-                        reason="invalid_settled", error=str(exc), source_topic=m.topic,
-                        partition=m.partition, offset=m.offset, key=m.key, value=m.value or b"", agent="score",
-                    )
-                    deliveries.append(await out[DEAD_LETTER].send(key=m.key, value=encode(letter), force=True))
-                    continue
-                if example.id in recent:
-                    continue  # an exact repeat from an upstream restart: already scored here
-                recent[example.id] = None
-                examples.append(example)
-            while len(recent) > 100_000:
-                recent.popitem(last=False)
-            if examples:
-                started = time.perf_counter()
-                scored = await asyncio.to_thread(score_batch, examples, holder.source, config)
+            records = [Consumed(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                                e.message.value or b"") for e in batch]
+            started = time.perf_counter()
+            result = await asyncio.to_thread(scorer.handle, records, holder.source)
+            if result.scored:
                 metrics.SCORE_SECONDS.observe(time.perf_counter() - started)
-                for s in scored:
-                    metrics.DECISIONS.labels(s.decision.decision, s.model_version).inc()
-                    metrics.SAMPLES.inc(s.decision.samples_used)
-                    key, value = s.id.encode(), encode(s)
-                    deliveries.append(await out[SCORED].send(key=key, value=value, force=True))
-                    if s.decision.decision == "keep":
-                        deliveries.append(await out[KEPT].send(key=key, value=value, force=True))
+            for s in result.scored:
+                metrics.DECISIONS.labels(s.decision.decision, s.model_version).inc()
+                metrics.SAMPLES.inc(s.decision.samples_used)
+            deliveries = [await out[o.topic].send(key=o.key, value=o.value, force=True) for o in result.outputs]
             if deliveries:
                 await asyncio.gather(*deliveries)
             for event in batch:

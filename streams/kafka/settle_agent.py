@@ -26,6 +26,7 @@ from settle.schemas.codecs import encode
 from settle.schemas.events import Tick
 
 from settle.streams.kafka import prometheus as metrics
+from settle.streams.kafka.security import faust_broker_settings
 from settle.streams.settings import DEAD_LETTER, EDITS, SETTLED, Settings
 from settle.streams.settling.partition import PartitionSettler
 
@@ -36,7 +37,7 @@ def base_app_settings(settings: Settings, role: str) -> dict[str, Any]:
     """Faust settings every settle app shares: raw bytes in and out, fast rejoin after a crash."""
     (settings.data_dir / role).mkdir(parents=True, exist_ok=True)
     return dict(
-        broker=f"kafka://{settings.bootstrap}",
+        **faust_broker_settings(settings),
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,

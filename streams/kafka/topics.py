@@ -12,6 +12,7 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from settle.streams.kafka.security import client_kwargs
 from settle.streams.settings import ALL_TOPICS, MODELS, Settings
 
 #: explicit configs: the embedded broker reports none for topics created without them
@@ -20,7 +21,7 @@ TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
 
 async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[str]:
     """Create missing topics; returns the full names that were created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
     try:
         await admin.start()
         existing = set(await admin.list_topics())

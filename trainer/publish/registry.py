@@ -21,6 +21,7 @@ from settle.schemas.codecs import decode, encode
 from settle.schemas.models import ModelPublished
 from settle.streams.contracts.student_dir import write_manifest
 from settle.streams.kafka.io import read_topic
+from settle.streams.kafka.security import client_kwargs
 from settle.streams.settings import MODELS, Settings
 
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -50,7 +51,7 @@ def record(dest: Path, message: ModelPublished) -> None:
 
 
 async def announce(settings: Settings, message: ModelPublished) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     try:
         await producer.start()
         await producer.send_and_wait(settings.topic(MODELS), key=message.name.encode(), value=encode(message))

@@ -29,7 +29,8 @@ from settle.streams.runtime.student import OnnxStudent
 from settle.streams.scoring.score import ScoringConfig, calibrate_band, score_batch
 from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, simulate
-from settle.trainer.data.dataset import render, split, tokenize_pairs
+from settle.trainer.data.pairs import render, tokenize_pairs
+from settle.trainer.data.split import split
 from settle.trainer.evaluate.heldout import evaluate
 from settle.trainer.finetune.loop import FinetuneConfig, finetune
 from settle.trainer.student.bootstrap import bootstrap_student

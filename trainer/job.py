@@ -20,16 +20,11 @@ from settle.schemas.models import ModelPublished
 from settle.streams.contracts.student_dir import write_manifest
 from settle.streams.kafka.io import dead_letter
 from settle.streams.settings import KEPT, Settings
-from settle.trainer.data.dataset import (
-    commit_kept,
-    dedupe,
-    load_jsonl,
-    read_kept,
-    render,
-    split,
-    tokenize_pairs,
-    trainer_group_id,
-)
+from settle.trainer.data.dedupe import dedupe
+from settle.trainer.data.kept_topic import commit_kept, read_kept, trainer_group_id
+from settle.trainer.data.pairs import render, tokenize_pairs
+from settle.trainer.data.records import load_jsonl
+from settle.trainer.data.split import split
 from settle.trainer.evaluate.gate import DEFAULT_TOLERANCE, GateTolerance, compare
 from settle.trainer.finetune.loop import FinetuneConfig
 from settle.trainer.publish.registry import announce, history, latest_published, next_version, now_ms, record, stage

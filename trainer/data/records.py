@@ -1,0 +1,101 @@
+"""Decode training records: `kept` values and offline JSONL files into examples, or a counted reason.
+
+Its own module because the topic reader and the offline files share one notion of "a usable
+record" and one set of stable reason codes (``empty``, ``malformed``, ``not_an_object``,
+``unsupported_version``, ``not_scored``, ``invalid_schema``) for counting what was refused. Pure:
+no Kafka here (the topic side is ``kept_topic``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from settle.schemas.examples import SettledExample
+from settle.schemas.jsonl import read_lines
+from settle.schemas.scored import ScoredExample
+
+__all__ = ["E", "InvalidTrainingRecord", "as_settled", "decode_example", "decode_kept", "load_jsonl"]
+
+#: a training item: a bare SettledExample or a ScoredExample carrying one
+E = TypeVar("E", SettledExample, ScoredExample)
+
+
+def as_settled(item: SettledExample | ScoredExample) -> SettledExample:
+    """The SettledExample inside ``item`` (a ScoredExample's ``.example``), or ``item`` itself."""
+    return item.example if isinstance(item, ScoredExample) else item
+
+
+class InvalidTrainingRecord(ValueError):
+    """A value that is not a usable example; ``reason`` is a stable code for counting."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+_scored_dec = msgspec.json.Decoder(ScoredExample)
+_settled_dec = msgspec.json.Decoder(SettledExample)
+
+
+def _classify(raw: bytes, expect_scored: bool, exc: msgspec.DecodeError) -> InvalidTrainingRecord:
+    try:
+        generic = msgspec.json.decode(raw)
+    except msgspec.DecodeError as inner:
+        return InvalidTrainingRecord("malformed", f"not valid JSON: {inner}")
+    if not isinstance(generic, dict):
+        return InvalidTrainingRecord("not_an_object", f"expected an object, got {type(generic).__name__}")
+    for obj in (generic, generic.get("example")):
+        if isinstance(obj, dict) and obj.get("v", 1) != 1:
+            return InvalidTrainingRecord("unsupported_version", f"schema version {obj.get('v')!r}, this reads 1")
+    if expect_scored and "example" not in generic and "original_text" in generic:
+        return InvalidTrainingRecord("not_scored", "a bare SettledExample where a ScoredExample was expected")
+    return InvalidTrainingRecord("invalid_schema", str(exc))
+
+
+def decode_kept(raw: bytes | None) -> ScoredExample:
+    """One `kept` value (a JSON ScoredExample) or :class:`InvalidTrainingRecord`.
+
+    A bare SettledExample on `kept` is rejected (``not_scored``): it never went
+    through the band, so training on it would bypass the filter.
+    """
+    if not raw:
+        raise InvalidTrainingRecord("empty", "no value (tombstone or empty record)")
+    try:
+        return _scored_dec.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise _classify(raw, True, exc) from None
+
+
+def decode_example(raw: bytes) -> SettledExample:
+    """A JSON ScoredExample (its ``.example``) or a bare SettledExample, for offline files."""
+    if not raw.strip():
+        raise InvalidTrainingRecord("empty", "empty line")
+    try:
+        generic = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidTrainingRecord("malformed", f"not valid JSON: {exc}") from None
+    scored = isinstance(generic, dict) and "example" in generic
+    try:
+        return _scored_dec.decode(raw).example if scored else _settled_dec.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise _classify(raw, False, exc) from None
+
+
+def load_jsonl(path: str | Path) -> list[SettledExample]:
+    """Examples from a JSONL file of ScoredExample or SettledExample lines (mixed is fine).
+
+    Lines come from the one JSONL reader (``settle.schemas.jsonl.read_lines``; blank lines
+    skipped); any other bad line raises ``InvalidTrainingRecord`` naming the file and line
+    (offline files are curated: a bad line is a bug to see, not a record to count).
+    """
+    out: list[SettledExample] = []
+    for lineno, line in read_lines(path):
+        try:
+            out.append(decode_example(line))
+        except InvalidTrainingRecord as exc:
+            raise InvalidTrainingRecord(exc.reason, f"{path}:{lineno}: {exc.message}") from None
+    return out

@@ -32,7 +32,8 @@ from settle.streams.simulate import SimulationConfig, simulate
 from settle.trainer.data.pairs import render, tokenize_pairs
 from settle.trainer.data.split import split
 from settle.trainer.evaluate.heldout import evaluate
-from settle.trainer.finetune.loop import FinetuneConfig, finetune
+from settle.trainer.finetune.config import FinetuneConfig
+from settle.trainer.finetune.loop import finetune
 from settle.trainer.student.bootstrap import bootstrap_student
 from settle.trainer.student.build import load_tokenizer
 from settle.trainer.student.export import export_onnx

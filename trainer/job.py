@@ -26,7 +26,7 @@ from settle.trainer.data.pairs import render, tokenize_pairs
 from settle.trainer.data.records import load_jsonl
 from settle.trainer.data.split import split
 from settle.trainer.evaluate.gate import DEFAULT_TOLERANCE, GateTolerance, compare
-from settle.trainer.finetune.loop import FinetuneConfig
+from settle.trainer.finetune.config import FinetuneConfig
 from settle.trainer.publish.registry import announce, history, latest_published, next_version, now_ms, record, stage
 
 EVAL_FILE = "eval.jsonl"

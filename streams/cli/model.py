@@ -85,7 +85,7 @@ def train(
     prefix: PrefixOpt = None,
 ) -> None:
     """One trainer run on what arrived on `kept` since the last (or one every --every)."""
-    from settle.trainer.finetune.loop import FinetuneConfig
+    from settle.trainer.finetune.config import FinetuneConfig
     from settle.trainer.job import TrainConfig, train_once
 
     s = settings_from(bootstrap=bootstrap, topic_prefix=prefix)

@@ -20,7 +20,7 @@ from settle.streams.settings import DEAD_LETTER, KEPT, SCORED, Settings
 from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, continue_after, simulate
 from settle.trainer.evaluate.gate import GateTolerance
-from settle.trainer.finetune.loop import FinetuneConfig
+from settle.trainer.finetune.config import FinetuneConfig
 from settle.trainer.job import TrainConfig, publish_bootstrap, train_once
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -22,7 +22,8 @@ from settle.streams.contracts.student_dir import GraphFormatError, read_export_i
 from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, simulate
 from settle.trainer.data.pairs import render, tokenize_pairs
-from settle.trainer.finetune.loop import FinetuneConfig, finetune
+from settle.trainer.finetune.config import FinetuneConfig
+from settle.trainer.finetune.loop import finetune
 from settle.trainer.student.build import load_tokenizer, make_model_dir
 from settle.trainer.student.export import export_onnx
 

@@ -1,7 +1,7 @@
 """Fine-tuning the tiny student: loss masking, learning, kill/resume determinism, LoRA merge, torchrun.
 
 Items are synthetic: random prompt tokens followed by one fixed target string, labelled the way
-trainer/dataset.py labels items (-100 on the prompt, token ids on the target). The student is built
+settle.trainer.data.pairs labels items (-100 on the prompt, token ids on the target). The student is built
 once per session (tokenizer trained on 20 stdlib files). Torch runs on one thread here: these
 models are tiny, and on shared cores extra threads only make it slower.
 """
@@ -20,18 +20,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from settle.trainer.finetune.loop import (  # noqa: E402
-    FinetuneConfig,
-    collate,
-    count_targets,
-    eval_loss,
-    finetune,
-    latest_checkpoint,
-    lr_at,
-    prepare_items,
-    resolve_model_dir,
-    stream_indices,
-)
+from settle.trainer.finetune.batches import collate, count_targets  # noqa: E402
+from settle.trainer.finetune.checkpoint import latest_checkpoint  # noqa: E402
+from settle.trainer.finetune.config import FinetuneConfig  # noqa: E402
+from settle.trainer.finetune.loop import finetune  # noqa: E402
+from settle.trainer.finetune.loss import eval_loss  # noqa: E402
 from settle.trainer.student.build import build_student, load_student  # noqa: E402
 
 TARGET = " return x + 1\n<|editable_region_end|>"
@@ -62,7 +55,7 @@ def tok(student_dir):
 
 
 def make_item(prompt: list[int], target: list[int]) -> dict:
-    """An item as trainer/dataset.py makes it: labels -100 on the prompt, ids on the target."""
+    """An item as settle.trainer.data.pairs makes it: labels -100 on the prompt, ids on the target."""
     return {"input_ids": prompt + target, "labels": [-100] * len(prompt) + target}
 
 
@@ -90,55 +83,6 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
     assert a.keys() == b.keys()
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert worst <= atol, f"max weight difference {worst}"
-
-
-# ----------------------------------------------------------------------------------------------
-# pieces
-
-
-def test_collate_pads_right_with_pad_id_and_ignore_index():
-    batch = collate([make_item([5, 6], [7]), make_item([5], [7, 8, 9, 10])], pad_id=0)
-    assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0], [5, 7, 8, 9, 10]]
-    assert batch["labels"].tolist() == [[-100, -100, 7, -100, -100], [-100, 7, 8, 9, 10]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
-    assert count_targets(batch["labels"]) == 5
-
-
-def test_prepare_items_truncates_from_the_left_and_drops_items_without_targets():
-    items = [make_item([1, 2, 3, 4], [5, 6]), make_item([1, 2], []), {"input_ids": [9], "labels": [9]}]
-    with pytest.warns(UserWarning, match="2 of 3"):
-        out = prepare_items(items, max_tokens=3)
-    assert out == [([4, 5, 6], [-100, 5, 6])]  # a label at position 0 is never predicted
-    with pytest.raises(ValueError, match="labels"):
-        prepare_items([{"input_ids": [1, 2], "labels": [1]}], None)
-
-
-def test_lr_warms_up_then_decays_to_min_lr():
-    c = FinetuneConfig(steps=100, lr=1e-3, min_lr=1e-4, warmup_steps=10)
-    lrs = [lr_at(s, c) for s in range(100)]
-    assert lrs[:10] == sorted(lrs[:10]) and lrs[9] < c.lr
-    assert lrs[10] == pytest.approx(c.lr)
-    assert lrs[10:] == sorted(lrs[10:], reverse=True)
-    assert lrs[-1] == pytest.approx(c.min_lr, rel=0.01)
-
-
-def test_item_stream_is_seeded_epochs_of_permutations():
-    a = stream_indices(10, seed=3, start=0, count=30)
-    assert all(sorted(a[i : i + 10]) == list(range(10)) for i in (0, 10, 20))
-    assert a[:10] != a[10:20]  # each epoch shuffled anew
-    assert stream_indices(10, seed=3, start=7, count=9) == a[7:16]  # any window, no state
-    assert stream_indices(10, seed=4, start=0, count=10) != a[:10]
-
-
-def test_starts_from_a_published_dir_or_a_previous_run(tmp_path):
-    for sub in ("plain", "published/hf", "run/model"):
-        (tmp_path / sub).mkdir(parents=True)
-        (tmp_path / sub / "config.json").write_text("{}")
-    assert resolve_model_dir(tmp_path / "plain") == tmp_path / "plain"
-    assert resolve_model_dir(tmp_path / "published") == tmp_path / "published" / "hf"
-    assert resolve_model_dir(tmp_path / "run") == tmp_path / "run" / "model"
-    with pytest.raises(FileNotFoundError):
-        resolve_model_dir(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,7 +285,7 @@ def test_torchrun_two_gloo_processes_match_one_process(student_dir, tok, tmp_pat
     config = dataclasses_replace(QUICK, steps=4, batch_size=2, grad_accum=2, checkpoint_every=2)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "settle.trainer.finetune.loop", "--model", str(student_dir), "--data", str(data),
+        "-m", "settle.trainer.finetune", "--model", str(student_dir), "--data", str(data),
         "--out", str(tmp_path / "ddp"), "--no-progress", "--steps", "4", "--batch-size", "2",
         "--grad-accum", "2", "--lr", str(QUICK.lr), "--min-lr", str(QUICK.min_lr), "--warmup-steps", "2",
         "--checkpoint-every", "2", "--device", "cpu", "--dtype", "float32",

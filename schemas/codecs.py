@@ -7,6 +7,7 @@ an operator can act on, not a stack trace).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -66,10 +67,63 @@ def decode_event(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> Event:
         raise _classify(raw, fmt, exc) from None
 
 
+_BOM = b"\xef\xbb\xbf"
+#: one JSON escape: a backslash and what it escapes (so "\\\\u..." is not read as \\u)
+_ESCAPE = re.compile(rb"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+
+
+def _lone_surrogate(raw: bytes) -> tuple[str, int] | None:
+    """(escape, byte offset) of the first \\u escape of half a surrogate pair, if any."""
+    pending: tuple[str, int] | None = None  # a high surrogate waiting for its low half
+    last_end = -1
+    for m in _ESCAPE.finditer(raw):
+        tok = m.group(1)
+        unit = int(tok[1:], 16) if len(tok) == 5 else None
+        if pending is not None:
+            if unit is not None and 0xDC00 <= unit <= 0xDFFF and m.start() == last_end:
+                pending = None
+                last_end = m.end()
+                continue
+            return pending
+        if unit is not None and 0xD800 <= unit <= 0xDBFF:
+            pending = (tok.decode("ascii"), m.start())
+        elif unit is not None and 0xDC00 <= unit <= 0xDFFF:
+            return tok.decode("ascii"), m.start()
+        last_end = m.end()
+    return pending
+
+
+def _text_problem(raw: bytes) -> InvalidRecord | None:
+    """Why JSON text is unreadable, when it is an encoding problem a producer can fix."""
+    if raw.lstrip(b" \t\r\n").startswith(_BOM):
+        return InvalidRecord(
+            "byte_order_mark",
+            "the value starts with a UTF-8 byte order mark (EF BB BF); send JSON without a BOM",
+        )
+    if sniff_format(raw) == "msgpack":
+        return None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InvalidRecord("invalid_utf8", f"not valid UTF-8 at byte {exc.start}: {exc.reason}")
+    lone = _lone_surrogate(raw)
+    if lone is not None:
+        escape, at = lone
+        return InvalidRecord(
+            "lone_surrogate",
+            f"a JSON string holds \\{escape} at byte {at}: half of a UTF-16 surrogate pair"
+            " without its other half, text that has no Unicode form",
+        )
+    return None
+
+
 def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecord:
     try:
         generic = msgspec.json.decode(raw) if fmt == "json" else msgspec.msgpack.decode(raw)
     except msgspec.DecodeError as inner:
+        problem = _text_problem(raw)
+        if problem is not None:
+            return problem
         return InvalidRecord("malformed", f"not valid {fmt}: {inner}")
     if not isinstance(generic, dict):
         return InvalidRecord("not_an_object", f"expected an object, got {type(generic).__name__}")
@@ -82,6 +136,30 @@ def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecor
     if kind not in KNOWN_KINDS:
         return InvalidRecord("unknown_kind", f"kind {kind!r} is not one of {', '.join(KNOWN_KINDS)}")
     return InvalidRecord("invalid_event", str(exc))
+
+
+def buffer_of(raw: bytes) -> tuple[str, str] | None:
+    """(session_id, path) of a value that failed to decode, when it can still be told.
+
+    The tracker must know which buffer lost an event (see Tracker.missed). Best
+    effort and deliberately lenient (any size, a leading BOM skipped); None when
+    the value names no buffer.
+    """
+    body = raw.lstrip(b" \t\r\n")
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
+    if not body:
+        return None
+    try:
+        generic = msgspec.msgpack.decode(body) if sniff_format(body) == "msgpack" else msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(generic, dict):
+        return None
+    session, path = generic.get("session_id"), generic.get("path")
+    if isinstance(session, str) and isinstance(path, str) and session and path:
+        return session, path
+    return None
 
 
 def encode_settled(example: SettledExample, fmt: Format = "json") -> bytes:

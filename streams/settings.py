@@ -24,6 +24,17 @@ class Settings:
     lateness_ms: int = 2_000
     ttl_ms: int = 300_000
     max_region_bytes: int = 4096
+    #: "absorb" (an insertion at a region's boundary joins it) or "exclusive" (Zed's rule)
+    boundary: str = "absorb"
+    #: a region its own buffer never proved quiet: "emit" it or "drop" it ("unconfirmed")
+    unconfirmed: str = "emit"
+    #: how far ahead of the partition clock a client clock is believed
+    max_skew_ms: int = 60_000
+    #: idle buffers' memory (redelivered request ids, clock) kept this long / this many
+    memory_ms: int = 3_600_000
+    max_idle_buffers: int = 100_000
+    #: partition clock also runs on Kafka record timestamps (set them at ingest or by the broker)
+    record_time: bool = False
     #: seconds between wall-clock ticks into assigned partitions; 0 = off (replays, backfills)
     tick_interval_s: float = 0.0
     batch_size: int = 500
@@ -48,6 +59,8 @@ class Settings:
     ssl_keyfile: str = ""
     ssl_password: str = field(default="", repr=False)
     ssl_check_hostname: bool = True
+    #: Prometheus metrics port of workers, scorers and the trainer; 0 = off (--metrics-port overrides)
+    metrics_port: int = 0
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -62,6 +75,11 @@ class Settings:
             lateness_ms=self.lateness_ms,
             ttl_ms=self.ttl_ms,
             max_region_bytes=self.max_region_bytes,
+            boundary=self.boundary,  # type: ignore[arg-type]
+            unconfirmed=self.unconfirmed,  # type: ignore[arg-type]
+            max_skew_ms=self.max_skew_ms,
+            memory_ms=self.memory_ms,
+            max_idle_buffers=self.max_idle_buffers,
         )
 
     @classmethod

@@ -66,7 +66,7 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
 
     def fresh(partition: int) -> None:
         settlers[partition] = PartitionSettler(
-            partition, settings.tracker, source_topic=edits.get_topic_name()
+            partition, settings.tracker, source_topic=edits.get_topic_name(), record_time=settings.record_time
         )
         pending[partition] = collections.deque()
 
@@ -105,7 +105,10 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
                     fresh(partition)
                     settler = settlers[partition]
                 started = time.perf_counter()
-                for out in settler.handle(message.offset, message.key, message.value):
+                # Faust gives the record timestamp in seconds; the partition clock counts ms.
+                stamp = message.timestamp
+                stamp_ms = round(stamp * 1000) if stamp is not None else None
+                for out in settler.handle(message.offset, message.key, message.value, stamp_ms):
                     fut = await outputs[out.topic].send(key=out.key, value=out.value, force=True)
                     deliveries.append(fut)
                     metrics.OUTPUTS.labels(out.topic).inc()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from settle.schemas.codecs import InvalidRecord, decode_event, encode
+from settle.schemas.codecs import InvalidRecord, buffer_of, decode_event, encode
+from settle.schemas.events import Tick
 from settle.schemas.examples import DeadLetter, SettledExample
 
-from settle.streams.settling.tracker import Dropped, InvalidEvent, Tracker, TrackerConfig
+from settle.streams.settling.tracker import Dropped, InvalidEvent, Outcome, Tracker, TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class PartitionSettler:
     config: TrackerConfig = field(default_factory=TrackerConfig)
     source_topic: str = "edits"
     agent: str = "settle"
+    #: run the partition clock on record timestamps too (trusted only when the
+    #: ingest endpoint or the broker sets them; see docs/event-time.md)
+    record_time: bool = False
     tracker: Tracker = field(init=False)
     next_offset: int | None = field(default=None, init=False)
     dropped: dict[str, int] = field(default_factory=dict, init=False)
@@ -41,15 +45,44 @@ class PartitionSettler:
     def __post_init__(self) -> None:
         self.tracker = Tracker(self.config)
 
-    def handle(self, offset: int, key: bytes | None, value: bytes | None) -> list[Output]:
-        """Apply one record; returns settled examples and dead letters to produce."""
+    def handle(
+        self, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None
+    ) -> list[Output]:
+        """Apply one record; returns settled examples and dead letters to produce.
+
+        ``timestamp_ms`` is the Kafka record timestamp; it moves the partition
+        clock only under ``record_time``.
+        """
         self.next_offset = offset + 1
         raw = value or b""
+        outcomes: list[Outcome] = []
+        if self.record_time and timestamp_ms is not None:
+            outcomes = self.tracker.advance_clock(timestamp_ms)
         try:
             event = decode_event(raw)
-            outcomes = self.tracker.process(event, offset)
-        except (InvalidRecord, InvalidEvent) as exc:
-            return [self._dead_letter(offset, key, raw, exc.reason, str(exc))]
+            if self.record_time and type(event) is Tick:
+                # Its record timestamp already moved the clock; its time_ms is
+                # only the ticking worker's own clock, which may run fast.
+                self.tracker.stats.events += 1
+                return self._outputs(outcomes)
+            outcomes += self.tracker.process(event, offset)
+        except InvalidEvent as exc:
+            letter = self._dead_letter(offset, key, raw, exc.reason, str(exc))
+            return self._outputs(outcomes + exc.outcomes) + [letter]
+        except InvalidRecord as exc:
+            # An event of this buffer we cannot read: its regions lose their voucher.
+            # (An empty value or tombstone names no event, so nothing was missed.)
+            buffer = buffer_of(raw) if raw else None
+            if buffer is None and raw and key:
+                session, sep, path = key.decode("utf-8", "replace").partition("\x1f")
+                buffer = (session, path) if sep else None
+            if buffer is not None:
+                outcomes += self.tracker.missed(*buffer)
+            letter = self._dead_letter(offset, key, raw, exc.reason, str(exc))
+            return self._outputs(outcomes) + [letter]
+        return self._outputs(outcomes)
+
+    def _outputs(self, outcomes: list[Outcome]) -> list[Output]:
         out: list[Output] = []
         for outcome in outcomes:
             if isinstance(outcome, SettledExample):

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from settle.schemas.codecs import InvalidRecord, decode_event
+from settle.schemas.codecs import InvalidRecord, buffer_of, decode_event
 from settle.schemas.examples import SettledExample
 
-from settle.streams.settling.tracker import InvalidEvent, Tracker, TrackerConfig
+from settle.streams.settling.tracker import InvalidEvent, Outcome, Tracker, TrackerConfig
 
 
 @dataclass
@@ -30,15 +30,25 @@ def settle_records(
     *,
     flush: bool = False,
 ) -> OfflineResult:
-    """Settle (position, raw value) records in order, as one partition would."""
+    """Settle (position, raw value) records in order, as one partition would.
+
+    A file carries no record timestamps, so the partition clock runs on ticks
+    alone (as a stream does without ``record_time``). What a refused record
+    caused (regions of its buffer dropped, due ones settled) counts as a stream would.
+    """
     tracker = Tracker(config)
     result = OfflineResult(tracker=tracker)
     for position, raw in records:
+        outcomes: list[Outcome]
         try:
             outcomes = tracker.process(decode_event(raw), position)
-        except (InvalidRecord, InvalidEvent) as exc:
+        except InvalidEvent as exc:
             result.invalid.append((position, exc.reason, str(exc)))
-            continue
+            outcomes = exc.outcomes
+        except InvalidRecord as exc:
+            result.invalid.append((position, exc.reason, str(exc)))
+            buffer = buffer_of(raw) if raw else None
+            outcomes = list(tracker.missed(*buffer)) if buffer is not None else []
         result.examples.extend(o for o in outcomes if isinstance(o, SettledExample))
     if flush:
         result.examples.extend(o for o in tracker.flush() if isinstance(o, SettledExample))

@@ -2,26 +2,41 @@
 
 No Faust, no Kafka: the stream agent feeds events in partition order and
 publishes what comes back, the offline tool feeds a file. Everything it emits is
-a function of the input events alone, so a replay, a crash-restart or a
+a function of the input records alone, so a replay, a crash-restart or a
 different spread of buffers over partitions produces the same records.
 
-Contract in brief (see ``Tracker``):
+Contract in brief (see ``Tracker`` and docs/event-time.md):
 
 * A ``PredictionRequested`` births a region (an editable span of a buffer).
-* ``BufferEdited`` replacements move regions; one that overlaps or touches a
-  region rewrites its text and restarts its quiet timer.
-* A region settles at ``last_edit + quiescence`` unless its TTL
-  (``birth + ttl``) comes first (tie: settle). A deadline D fires when the
-  watermark (max event time seen - lateness) reaches D, or when a later event
-  of the same buffer has effective time >= D (its own events are in order, so
-  the quiet period provably passed). The second rule is what makes outcomes
-  independent of partitioning and replay speed.
+* ``BufferEdited`` replacements move regions; one that overlaps a region (or,
+  under the default ``boundary="absorb"``, touches it) rewrites its text and
+  restarts its quiet timer.
+* Two clocks. A region's *fate* lives on its own buffer's clock (the client's
+  ``time_ms``, clamped so it never runs backwards): it settles at
+  ``last_edit + quiescence`` unless its TTL (``birth + ttl``) comes first (tie:
+  settle). The *partition clock* runs only on trusted time: tick records and,
+  where the shell passes them, Kafka record timestamps; never on an editor's
+  ``time_ms``. So one client's clock cannot decide another client's data.
+* A region meets its fate (a) when a later event of its own buffer has
+  effective time >= fate (the buffer's events are in order, so the quiet
+  period provably passed: *confirmed*), or (b) when the partition clock passes
+  ``arrival of the buffer's latest event + (fate - its time) + lateness``: the
+  buffer has been silent, on trusted time, for the rest of the quiet period
+  plus the lateness bound (*unconfirmed*; emitted, or dropped as
+  ``unconfirmed`` when configured). An event older than a region fate (b)
+  already decided is counted in ``late_events``.
+* Never a settled text nobody wrote: a rejected or unreadable edit drops the
+  buffer's open regions (``missed_edit``); a request whose text contradicts
+  what the tracker holds drops itself and the buffer's regions
+  (``contradicted``); a request id seen before for the buffer is ignored
+  (``redelivered_request``), with bounded memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, Union
 
@@ -39,6 +54,8 @@ from settle.streams.settling.offsets import OffsetError, to_index, units_len
 
 __all__ = [
     "TrackerConfig",
+    "BoundaryRule",
+    "UnconfirmedPolicy",
     "InvalidEvent",
     "InvalidReason",
     "Dropped",
@@ -57,43 +74,74 @@ InvalidReason = Literal[
     "splits_character",  # an offset inside one character of a region's text
     "invalid_text",  # text with no form in the declared encoding (lone surrogate)
     "encoding_mismatch",  # encoding differs from the buffer's open regions
-    "duplicate_request",  # request_id already open in this buffer
 ]
+
+#: "absorb": an edit that touches a region's boundary (insertion at its start or
+#: end, a deletion ending at its start) joins the region. "exclusive": only
+#: edits that overlap its inside do (Zed's anchor_range_inside: start anchored
+#: after, end anchored before); an empty region still absorbs an insertion at
+#: its point, or it could never hold text.
+BoundaryRule = Literal["absorb", "exclusive"]
+#: what to do with a region whose quiet period was decided by the partition
+#: clock (its own buffer never proved it): "emit" it, or "drop" it as unconfirmed
+UnconfirmedPolicy = Literal["emit", "drop"]
+
+IgnoredReason = Literal["redelivered_request"]
 
 
 class InvalidEvent(ValueError):
-    """An event the tracker refused; nothing in the tracker changed.
+    """An event the tracker refused; the stream dead-letters it under ``reason``.
 
-    The stream agent dead-letters it under ``reason`` (a stable code) and keeps
-    going, so one bad editor cannot wedge a partition.
+    ``outcomes`` holds what the refusal caused: a rejected edit means the
+    tracker missed an edit of that buffer, so its open regions are dropped
+    (``missed_edit``), after the ones its own clock proves quiet settle. For
+    every other refusal ``outcomes`` is empty and nothing in the tracker changed.
     """
 
     def __init__(self, reason: InvalidReason, message: str) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason: InvalidReason = reason
         self.message = message
+        self.outcomes: list[Outcome] = []
 
 
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
-    """Timing and size knobs; all times in event-time milliseconds."""
+    """Timing and size knobs; all times in milliseconds."""
 
-    #: quiet period after the last overlapping edit before a region settles
+    #: quiet period after the last overlapping edit before a region settles (buffer clock)
     quiescence_ms: int = 10_000
-    #: how far behind the max seen event time the watermark trails
+    #: extra partition-clock time a silent buffer is given before its fate is decided
     lateness_ms: int = 2_000
     #: a region still being edited this long after birth is dropped ("ttl")
     ttl_ms: int = 300_000
     #: regions whose UTF-8 text exceeds this are dropped ("too_large")
     max_region_bytes: int = 4096
+    boundary: BoundaryRule = "absorb"
+    unconfirmed: UnconfirmedPolicy = "emit"
+    #: a client clock ahead of the partition clock by more than this counts as skewed
+    #: and is aligned at most this far ahead (bounds how long it can hold its regions)
+    max_skew_ms: int = 60_000
+    #: how long (partition clock) an idle buffer's memory (request ids, clock) is kept
+    memory_ms: int = 3_600_000
+    #: at most this many idle buffers are remembered (oldest forgotten first)
+    max_idle_buffers: int = 100_000
+    #: at most this many request ids are remembered per buffer (oldest forgotten first)
+    max_request_ids: int = 1_024
 
     def __post_init__(self) -> None:
         # Deadlines must lie strictly after the event that set them, or the
         # same-buffer rule would fire a region before the event that created it.
         if self.quiescence_ms <= 0 or self.ttl_ms <= 0:
             raise ValueError("quiescence_ms and ttl_ms must be > 0")
-        if self.lateness_ms < 0 or self.max_region_bytes < 0:
-            raise ValueError("lateness_ms and max_region_bytes must be >= 0")
+        if self.lateness_ms < 0 or self.max_region_bytes < 0 or self.max_skew_ms < 0:
+            raise ValueError("lateness_ms, max_skew_ms and max_region_bytes must be >= 0")
+        if self.memory_ms < 0 or self.max_idle_buffers < 0 or self.max_request_ids < 1:
+            raise ValueError("memory bounds must be >= 0 (max_request_ids >= 1)")
+        if self.boundary not in ("absorb", "exclusive"):
+            raise ValueError(f"boundary must be 'absorb' or 'exclusive', not {self.boundary!r}")
+        if self.unconfirmed not in ("emit", "drop"):
+            raise ValueError(f"unconfirmed must be 'emit' or 'drop', not {self.unconfirmed!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +151,8 @@ class Dropped:
     region_id: str
     request_id: str
     reason: DropReason
-    #: expiry (birth + ttl) for "ttl"; the dropping event's effective time otherwise
+    #: expiry (birth + ttl) for "ttl", the deadline for "unconfirmed"; the
+    #: dropping event's effective time otherwise
     at_ms: int
     session_id: str
     path: str
@@ -116,15 +165,20 @@ Outcome = Union[SettledExample, Dropped]
 class TrackerStats:
     """Counters the streaming layer exports as metrics."""
 
-    #: events accepted (ticks included; invalid ones are not counted here)
+    #: events accepted (ticks included; invalid and ignored ones are not counted here)
     events: int = 0
-    #: accepted buffer events whose effective time was below the watermark
+    #: buffer events older than a fate the partition clock already decided for their buffer
     late_events: int = 0
+    #: buffer events whose client clock ran ahead of the partition clock by more than max_skew_ms
+    skewed_events: int = 0
     #: regions created from consenting, valid requests (too-large ones included)
     regions_born: int = 0
     settled: int = 0
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
+    ignored_by_reason: dict[str, int] = field(default_factory=dict)
+    #: idle buffers forgotten to keep memory bounded
+    buffers_forgotten: int = 0
 
 
 def region_id(session_id: str, path: str, request_id: str) -> str:
@@ -150,6 +204,7 @@ class _Region:
         "last_edit_ms",
         "expire_ms",
         "fate_ms",
+        "queued",
         "origins",
         "edit_count",
     )
@@ -166,24 +221,33 @@ class _Region:
     birth_ms: int
     last_edit_ms: int
     expire_ms: int
-    #: min(settle deadline, expiry); only ever grows, so heap entries are lower bounds
+    #: min(settle deadline, expiry), on the buffer's clock
     fate_ms: int
+    #: partition-clock time of this region's authoritative heap entry
+    queued: int
     origins: dict[str, int] | None
     edit_count: int
 
 
 class _Buffer:
-    """Per-buffer state; exists only while the buffer has open regions."""
+    """Per-buffer state: open regions, its clock, and bounded memory while idle."""
 
-    __slots__ = ("key", "encoding", "regions", "last_ms")
+    __slots__ = ("key", "encoding", "regions", "last_ms", "arrival_ms", "decided_until", "seen", "seen_order")
 
-    def __init__(self, key: tuple[str, str], encoding: OffsetEncoding, last_ms: int) -> None:
+    def __init__(self, key: tuple[str, str], encoding: OffsetEncoding, last_ms: int, arrival_ms: int) -> None:
         self.key = key
         self.encoding = encoding
         #: open regions by request_id
         self.regions: dict[str, _Region] = {}
-        #: last effective event time (clamps small clock regressions)
+        #: effective time of the latest event (the client clock, clamped to never run back)
         self.last_ms = last_ms
+        #: that event's arrival on the partition clock (aligned, see Tracker._align)
+        self.arrival_ms = arrival_ms
+        #: largest fate the partition clock decided for this buffer; older events are late
+        self.decided_until = -1
+        #: request ids seen (bounded; oldest forgotten first)
+        self.seen: set[str] = set()
+        self.seen_order: deque[str] = deque()
 
 
 def _outcome_order(o: Outcome) -> tuple[int, str]:
@@ -195,33 +259,48 @@ def _outcome_order(o: Outcome) -> tuple[int, str]:
 class Tracker:
     """Tracks open regions of the buffers of one partition (or of a whole file).
 
-    ``process`` validates an event completely before changing anything: an
-    invalid one raises InvalidEvent and leaves the tracker as it was (only
-    ``stats.invalid_by_reason`` counts it).
+    ``process`` validates an event before changing anything: an invalid
+    request raises InvalidEvent and leaves the tracker as it was; an invalid
+    edit raises too, after dropping its buffer's open regions (see
+    InvalidEvent.outcomes). ``advance_clock`` moves the partition clock on a
+    trusted timestamp (the Kafka record's, when the deployment stamps it at
+    ingest); ticks move it too.
     """
 
     def __init__(self, config: TrackerConfig = TrackerConfig()) -> None:
         self.config = config
         self.stats = TrackerStats()
         self._buffers: dict[tuple[str, str], _Buffer] = {}
+        #: buffers with no open region, oldest first, with the partition clock when they went idle
+        self._idle: OrderedDict[tuple[str, str], int | None] = OrderedDict()
         #: open regions by serial (serials are never reused, request ids may be)
         self._live: dict[int, _Region] = {}
-        #: (fate lower bound, region id, serial); stale entries are skipped lazily
+        #: (partition-clock time, region id, serial); entries not equal to region.queued are stale
         self._deadlines: list[tuple[int, str, int]] = []
         #: (birth position, serial) of regions born with a position
         self._positions: list[tuple[int, int]] = []
-        self._max_ms: int | None = None
+        #: the partition clock: largest trusted time seen (ticks, record timestamps)
+        self._clock: int | None = None
         self._serial = 0
 
     # -- queries -------------------------------------------------------------
 
     @property
+    def clock_ms(self) -> int | None:
+        """The partition clock (largest trusted time seen); None before the first."""
+        return self._clock
+
+    @property
     def watermark_ms(self) -> int | None:
-        """Max event time seen minus lateness; None before the first event."""
-        return None if self._max_ms is None else self._max_ms - self.config.lateness_ms
+        """Partition clock minus lateness; None before the first trusted time."""
+        return None if self._clock is None else self._clock - self.config.lateness_ms
 
     def open_regions(self) -> int:
         return len(self._live)
+
+    def remembered_buffers(self) -> int:
+        """Buffers with state (open or idle); bounded by max_idle_buffers + open ones."""
+        return len(self._buffers)
 
     def peek(self, session_id: str, path: str, request_id: str) -> tuple[int, int, str] | None:
         """(start, end, text) of an open region, in buffer units; for tests and debugging."""
@@ -256,27 +335,61 @@ class Tracker:
             if cls is PredictionRequested:
                 return self._requested(event, position)  # type: ignore[arg-type]
             if cls is Tick:
-                return self._tick(event.time_ms)
+                self.stats.events += 1
+                return self.advance_clock(event.time_ms)  # type: ignore[union-attr]
             if isinstance(event, BufferEdited):
                 return self._edited(event)
             if isinstance(event, PredictionRequested):
                 return self._requested(event, position)
             if isinstance(event, Tick):
-                return self._tick(event.time_ms)
+                self.stats.events += 1
+                return self.advance_clock(event.time_ms)
         except InvalidEvent as exc:
             counts = self.stats.invalid_by_reason
             counts[exc.reason] = counts.get(exc.reason, 0) + 1
             raise
         raise TypeError(f"not an event: {type(event).__name__}")
 
+    def advance_clock(self, time_ms: int) -> list[Outcome]:
+        """Move the partition clock to a trusted time (a tick, a record timestamp).
+
+        Fires every region whose buffer has been silent long enough on this clock.
+        """
+        clock = self._clock
+        if clock is not None and time_ms <= clock:
+            return []
+        self._clock = time_ms
+        out: list[Outcome] = []
+        heap = self._deadlines
+        if heap and heap[0][0] <= time_ms:
+            self._fire_until(time_ms, out)
+            if len(out) > 1:
+                out.sort(key=_outcome_order)
+        self._forget_idle()
+        return out
+
+    def missed(self, session_id: str, path: str) -> list[Dropped]:
+        """A record of this buffer could not be read: its open regions can no longer be vouched for.
+
+        The stream calls this for a value it could not decode (too large,
+        malformed) whose buffer it can still tell. The buffer re-anchors on
+        its next request.
+        """
+        buf = self._buffers.get((session_id, path))
+        out: list[Outcome] = []
+        if buf is not None and buf.regions:
+            self._drop_buffer(buf, "missed_edit", buf.last_ms, out)
+            out.sort(key=_outcome_order)
+        return out  # type: ignore[return-value]
+
     def flush(self) -> list[Outcome]:
         """End of input: every open region meets its own fate (settle or ttl).
 
-        As if the watermark were +infinity; the max event time is unchanged.
+        A finished input holds every edit there is, so these count as confirmed.
         """
         out: list[Outcome] = []
         for region in list(self._live.values()):
-            self._fire(region, out)
+            self._fire(region, out, True)
         self._deadlines.clear()
         self._positions.clear()
         if len(out) > 1:
@@ -285,53 +398,70 @@ class Tracker:
 
     # -- event kinds ---------------------------------------------------------
 
-    def _tick(self, time_ms: int) -> list[Outcome]:
-        self.stats.events += 1
-        mx = self._max_ms
-        if mx is None or time_ms > mx:
-            self._max_ms = mx = time_ms
-        out: list[Outcome] = []
-        heap = self._deadlines
-        if heap and heap[0][0] <= mx - self.config.lateness_ms:
-            self._fire_until(mx - self.config.lateness_ms, out)
-            if len(out) > 1:
-                out.sort(key=_outcome_order)
-        return out
+    def _align(self, t: int) -> int:
+        """Arrival of a buffer event at client time t, on the partition clock.
 
-    def _effective(self, ev: BufferEdited | PredictionRequested) -> tuple[tuple[str, str], _Buffer | None, int]:
-        """(buffer key, buffer state, effective time): a buffer's clock never runs backwards."""
-        key = (ev.session_id, ev.path)
-        buf = self._buffers.get(key)
-        t = ev.time_ms if buf is None else max(ev.time_ms, buf.last_ms)
-        return key, buf, t
+        It arrived after every trusted time seen so far, so no earlier than the
+        clock; a client clock ahead of the clock is believed up to max_skew_ms
+        (later, hence safer: it only delays its own regions' fate).
+        """
+        clock = self._clock
+        if clock is None:
+            return t
+        if t <= clock:
+            return clock
+        cap = clock + self.config.max_skew_ms
+        if t > cap:
+            self.stats.skewed_events += 1
+            return cap
+        return t
 
     def _edited(self, ev: BufferEdited) -> list[Outcome]:
-        key, buf, t = self._effective(ev)
+        key = (ev.session_id, ev.path)
+        buf = self._buffers.get(key)
+        t = ev.time_ms
+        if buf is not None and buf.last_ms > t:
+            t = buf.last_ms
         if not ev.consent:
-            return self._no_consent(ev, key, t)
+            return self._no_consent(ev, key, buf, t)
 
-        reps = ev.replacements
-        for rep in reps:
-            if rep.start > rep.end:
-                raise InvalidEvent(
-                    "replacement_reversed", f"replacement start {rep.start} > end {rep.end}"
-                )
         plan = None
-        if buf is not None:
-            horizon = self._horizon(t)
-            survivors = [r for r in buf.regions.values() if r.fate_ms > horizon]
-            if survivors:
-                if ev.encoding != buf.encoding:
+        survivors: list[_Region] = []
+        try:
+            for rep in ev.replacements:
+                if rep.start > rep.end:
                     raise InvalidEvent(
-                        "encoding_mismatch",
-                        f"event uses {ev.encoding}, buffer's open regions use {buf.encoding}",
+                        "replacement_reversed", f"replacement start {rep.start} > end {rep.end}"
                     )
-                plan = _plan_edit(survivors, reps, buf.encoding)
+            if buf is not None and buf.regions:
+                survivors = [r for r in buf.regions.values() if r.fate_ms > t]
+                if survivors:
+                    if ev.encoding != buf.encoding:
+                        raise InvalidEvent(
+                            "encoding_mismatch",
+                            f"event uses {ev.encoding}, buffer's open regions use {buf.encoding}",
+                        )
+                    plan = _plan_edit(survivors, ev.replacements, buf.encoding, self.config.boundary == "absorb")
+        except InvalidEvent as exc:
+            # A missed edit: what its own clock proves quiet settles, the rest
+            # can no longer be vouched for.
+            if buf is not None and buf.regions:
+                out = exc.outcomes
+                self._fire_buffer(buf, t, out)
+                self._drop_buffer(buf, "missed_edit", t, out)
+                out.sort(key=_outcome_order)
+            raise
 
         # -- valid: commit --
+        self.stats.events += 1
+        if buf is None:
+            return []  # no request seen for this buffer (or forgotten): nothing to move
         out: list[Outcome] = []
-        self._advance(t, out)
-        self._fire_buffer(key, t, out)
+        if t < buf.decided_until:
+            self.stats.late_events += 1
+        self._fire_buffer(buf, t, out)
+        buf.last_ms = t
+        buf.arrival_ms = arrival = self._align(t)
         if plan is not None:
             cap = self.config.max_region_bytes
             fate_after_edit = t + self.config.quiescence_ms
@@ -354,17 +484,25 @@ class Tracker:
                     if size > cap:
                         self._remove(region)
                         out.append(self._drop(region, "too_large", t))
-            buf = self._buffers.get(key)
-            if buf is not None:
-                buf.last_ms = t
+        if buf.regions:
+            self._requeue(buf, t, arrival)
         if len(out) > 1:
             out.sort(key=_outcome_order)
         return out
 
     def _requested(self, ev: PredictionRequested, position: int | None) -> list[Outcome]:
-        key, buf, t = self._effective(ev)
+        key = (ev.session_id, ev.path)
+        buf = self._buffers.get(key)
+        t = ev.time_ms
+        if buf is not None and buf.last_ms > t:
+            t = buf.last_ms
         if not ev.consent:
-            return self._no_consent(ev, key, t)
+            return self._no_consent(ev, key, buf, t)
+        if buf is not None and ev.request_id in buf.seen:
+            # At-least-once producers and retried posts redeliver: the first copy decided.
+            counts = self.stats.ignored_by_reason
+            counts["redelivered_request"] = counts.get("redelivered_request", 0) + 1
+            return []
 
         start, end = ev.region.start, ev.region.end
         cursor = ev.cursor
@@ -389,33 +527,43 @@ class Tracker:
             size = len(text) if is_ascii else n if enc == "utf-8" else units_len(text, "utf-8")
         except OffsetError as exc:
             raise _invalid_from(exc, "cursor") from None
-        if buf is not None:
-            horizon = self._horizon(t)
-            if any(r.fate_ms > horizon for r in buf.regions.values()):
-                if enc != buf.encoding:
-                    raise InvalidEvent(
-                        "encoding_mismatch",
-                        f"event uses {enc}, buffer's open regions use {buf.encoding}",
-                    )
-                other = buf.regions.get(ev.request_id)
-                if other is not None and other.fate_ms > horizon:
-                    raise InvalidEvent(
-                        "duplicate_request", f"request {ev.request_id!r} is already open"
-                    )
+        survivors: list[_Region] = []
+        if buf is not None and buf.regions:
+            survivors = [r for r in buf.regions.values() if r.fate_ms > t]
+            if survivors and enc != buf.encoding:
+                raise InvalidEvent(
+                    "encoding_mismatch",
+                    f"event uses {enc}, buffer's open regions use {buf.encoding}",
+                )
 
         # -- valid: commit --
-        out: list[Outcome] = []
-        self._advance(t, out)
-        self._fire_buffer(key, t, out)
+        self.stats.events += 1
         self.stats.regions_born += 1
+        out: list[Outcome] = []
+        arrival = self._align(t)
+        if buf is None:
+            buf = self._buffers[key] = _Buffer(key, enc, t, arrival)
+        else:
+            if t < buf.decided_until:
+                self.stats.late_events += 1
+            self._fire_buffer(buf, t, out)
+            buf.last_ms = t
+            buf.arrival_ms = arrival
+        self._remember(buf, ev.request_id)
         rid = region_id(ev.session_id, ev.path, ev.request_id)
-        buf = self._buffers.get(key)
-        if size > self.config.max_region_bytes:
+        if survivors and _contradicts(start, end, text, is_ascii, survivors, enc):
+            # The request's snapshot and the tracker disagree about the same text:
+            # one of them missed an edit, and nothing says which.
+            self._drop_buffer(buf, "contradicted", t, out)
+            self._count_drop("contradicted")
+            out.append(Dropped(rid, ev.request_id, "contradicted", t, ev.session_id, ev.path))
+        elif size > self.config.max_region_bytes:
             self._count_drop("too_large")
             out.append(Dropped(rid, ev.request_id, "too_large", t, ev.session_id, ev.path))
         else:
-            if buf is None:
-                buf = self._buffers[key] = _Buffer(key, enc, t)
+            if not buf.regions:
+                buf.encoding = enc
+                self._idle.pop(key, None)
             r = _Region()
             self._serial += 1
             r.serial = serial = self._serial
@@ -431,34 +579,40 @@ class Tracker:
             r.expire_ms = t + self.config.ttl_ms
             q = t + self.config.quiescence_ms
             r.fate_ms = q if q < r.expire_ms else r.expire_ms
+            r.queued = 1 << 62
             r.origins = None
             r.edit_count = 0
             buf.regions[ev.request_id] = r
             self._live[serial] = r
-            heapq.heappush(self._deadlines, (r.fate_ms, rid, serial))
             if position is not None:
                 heapq.heappush(self._positions, (position, serial))
-        if buf is not None:
-            buf.last_ms = t
+        if buf.regions:
+            self._requeue(buf, t, arrival)
+        else:
+            self._went_idle(buf)
         if len(out) > 1:
             out.sort(key=_outcome_order)
         return out
 
     def _no_consent(
-        self, ev: PredictionRequested | BufferEdited, key: tuple[str, str], t: int
+        self,
+        ev: PredictionRequested | BufferEdited,
+        key: tuple[str, str],
+        buf: _Buffer | None,
+        t: int,
     ) -> list[Outcome]:
         # Regions whose quiet period ended before this event settle first (the
         # user consented then); everything still open is dropped. Content of a
         # non-consenting event is never looked at, so it cannot be invalid.
+        self.stats.events += 1
         out: list[Outcome] = []
-        self._advance(t, out)
-        self._fire_buffer(key, t, out)
-        buf = self._buffers.pop(key, None)
         if buf is not None:
-            for region in list(buf.regions.values()):
-                del self._live[region.serial]
-                out.append(self._drop(region, "no_consent", t))
-            buf.regions.clear()
+            if t < buf.decided_until:
+                self.stats.late_events += 1
+            self._fire_buffer(buf, t, out)
+            self._drop_buffer(buf, "no_consent", t, out)
+            buf.last_ms = t
+            buf.arrival_ms = self._align(t)
         if type(ev) is PredictionRequested or isinstance(ev, PredictionRequested):
             self._count_drop("no_consent")
             rid = region_id(ev.session_id, ev.path, ev.request_id)
@@ -469,65 +623,94 @@ class Tracker:
 
     # -- internals -----------------------------------------------------------
 
-    def _horizon(self, t: int) -> int:
-        """Regions with fate <= this fire before a buffer event at effective time t applies."""
-        mx = self._max_ms
-        if mx is None or t > mx:
-            mx = t
-        wm = mx - self.config.lateness_ms
-        return t if t > wm else wm
+    def _remember(self, buf: _Buffer, request_id: str) -> None:
+        seen, order = buf.seen, buf.seen_order
+        seen.add(request_id)
+        order.append(request_id)
+        if len(order) > self.config.max_request_ids:
+            seen.discard(order.popleft())
 
-    def _advance(self, t: int, out: list[Outcome]) -> None:
-        """Count an accepted buffer event at effective time t and fire what the watermark passed."""
-        stats = self.stats
-        stats.events += 1
-        mx = self._max_ms
-        lateness = self.config.lateness_ms
-        if mx is None:
-            self._max_ms = mx = t
-        else:
-            if t < mx - lateness:
-                stats.late_events += 1
-            if t > mx:
-                self._max_ms = mx = t
+    def _requeue(self, buf: _Buffer, t: int, arrival: int) -> None:
+        """Queue each open region of ``buf`` at the partition-clock time its fate is decided."""
+        base = arrival - t + self.config.lateness_ms
         heap = self._deadlines
-        if heap and heap[0][0] <= mx - lateness:
-            self._fire_until(mx - lateness, out)
+        for r in buf.regions.values():
+            at = base + r.fate_ms
+            if at < r.queued:
+                r.queued = at
+                heapq.heappush(heap, (at, r.rid, r.serial))
 
-    def _fire_until(self, wm: int, out: list[Outcome]) -> None:
+    def _fire_until(self, clock: int, out: list[Outcome]) -> None:
         heap, live = self._deadlines, self._live
-        while heap and heap[0][0] <= wm:
-            _, rid, serial = heap[0]
+        lateness = self.config.lateness_ms
+        while heap and heap[0][0] <= clock:
+            at, rid, serial = heapq.heappop(heap)
             region = live.get(serial)
-            if region is None:
-                heapq.heappop(heap)
-            elif region.fate_ms > heap[0][0]:
-                # Edited since pushed: the entry was only a lower bound.
-                heapq.heapreplace(heap, (region.fate_ms, rid, serial))
-            else:
-                heapq.heappop(heap)
-                self._fire(region, out)
+            if region is None or region.queued != at:
+                continue  # superseded by an earlier entry
+            buf = region.buffer
+            due = buf.arrival_ms - buf.last_ms + lateness + region.fate_ms
+            if due > at:
+                # Its buffer spoke (or it was edited) since: queue it where it is due now.
+                region.queued = due
+                heapq.heappush(heap, (due, rid, serial))
+                continue
+            if region.fate_ms > buf.decided_until:
+                buf.decided_until = region.fate_ms
+            self._fire(region, out, False)
 
-    def _fire_buffer(self, key: tuple[str, str], t: int, out: list[Outcome]) -> None:
-        """Rule (b): a later event of the same buffer proves quiet periods ending <= t passed."""
-        buf = self._buffers.get(key)
-        if buf is None:
+    def _fire_buffer(self, buf: _Buffer, t: int, out: list[Outcome]) -> None:
+        """A later event of the same buffer proves quiet periods ending <= t passed."""
+        if not buf.regions:
             return
         due = [r for r in buf.regions.values() if r.fate_ms <= t]
         for region in due:
-            self._fire(region, out)
+            self._fire(region, out, True)
+
+    def _drop_buffer(self, buf: _Buffer, reason: DropReason, t: int, out: list[Outcome]) -> None:
+        for region in list(buf.regions.values()):
+            self._remove(region)
+            out.append(self._drop(region, reason, t))
 
     def _remove(self, region: _Region) -> None:
         del self._live[region.serial]
         buf = region.buffer
         del buf.regions[region.request.request_id]
         if not buf.regions:
-            del self._buffers[buf.key]
+            self._went_idle(buf)
 
-    def _fire(self, region: _Region, out: list[Outcome]) -> None:
+    def _went_idle(self, buf: _Buffer) -> None:
+        idle = self._idle
+        idle[buf.key] = self._clock
+        idle.move_to_end(buf.key)
+        if len(idle) > self.config.max_idle_buffers:
+            self._forget(next(iter(idle)))
+
+    def _forget_idle(self) -> None:
+        """Forget idle buffers older than memory_ms on the partition clock (bounded memory)."""
+        idle, clock = self._idle, self._clock
+        if not idle or clock is None:
+            return
+        horizon = clock - self.config.memory_ms
+        while idle:
+            key, since = next(iter(idle.items()))
+            if since is not None and since > horizon:
+                break
+            self._forget(key)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        del self._idle[key]
+        del self._buffers[key]
+        self.stats.buffers_forgotten += 1
+
+    def _fire(self, region: _Region, out: list[Outcome], confirmed: bool) -> None:
         self._remove(region)
         settle_ms = region.last_edit_ms + self.config.quiescence_ms
-        if settle_ms <= region.expire_ms:
+        if settle_ms > region.expire_ms:
+            out.append(self._drop(region, "ttl", region.expire_ms))
+        elif not confirmed and self.config.unconfirmed == "drop":
+            out.append(self._drop(region, "unconfirmed", settle_ms))
+        else:
             self.stats.settled += 1
             ev = region.request
             out.append(
@@ -549,8 +732,6 @@ class Tracker:
                     edit_count=region.edit_count,
                 )
             )
-        else:
-            out.append(self._drop(region, "ttl", region.expire_ms))
 
     def _count_drop(self, reason: DropReason) -> None:
         counts = self.stats.dropped_by_reason
@@ -562,16 +743,40 @@ class Tracker:
         return Dropped(region.rid, ev.request_id, reason, at_ms, ev.session_id, ev.path)
 
 
+def _contradicts(
+    start: int, end: int, text: str, is_ascii: bool, survivors: list[_Region], enc: OffsetEncoding
+) -> bool:
+    """Whether a request's text disagrees with an open region's text where their spans overlap."""
+    for r in survivors:
+        lo = start if start > r.start else r.start
+        hi = end if end < r.end else r.end
+        if lo >= hi:
+            continue
+        try:
+            if (is_ascii and r.ascii) or enc == "utf-32":
+                mine = text[lo - start : hi - start]
+                theirs = r.text[lo - r.start : hi - r.start]
+            else:
+                mine = text[to_index(text, lo - start, enc) : to_index(text, hi - start, enc)]
+                theirs = r.text[to_index(r.text, lo - r.start, enc) : to_index(r.text, hi - r.start, enc)]
+        except OffsetError:
+            return True  # a character boundary in one text is inside a character of the other
+        if mine != theirs:
+            return True
+    return False
+
+
 _PlanRow = tuple[_Region, int, int, str, bool, bool, int]
 
 
 def _plan_edit(
-    survivors: list[_Region], reps: list[Replacement], enc: OffsetEncoding
+    survivors: list[_Region], reps: list[Replacement], enc: OffsetEncoding, absorb: bool = True
 ) -> list[_PlanRow]:
     """Compute every survivor's span and text after ``reps`` without touching it.
 
     Raises InvalidEvent, so a bad replacement anywhere in the event leaves all
     regions as they were. Rows: (region, start, end, text, ascii, touched, utf8 size).
+    ``absorb``: an edit touching a boundary joins the region (else it stays outside).
     """
     states = [[r, r.start, r.end, r.text, r.ascii, False] for r in survivors]
     utf32 = enc == "utf-32"
@@ -584,6 +789,8 @@ def _plan_edit(
             b = st[2]
             if s > b:
                 continue
+            if not absorb and s == b and a < b:
+                continue  # starts at the end of a non-empty region: outside
             if delta is None:
                 new_ascii = new.isascii()
                 try:
@@ -591,10 +798,14 @@ def _plan_edit(
                 except OffsetError as exc:
                     raise _invalid_from(exc, "replacement text") from None
                 delta = n - (e - s)
-            if e < a:
+            if e < a or (not absorb and e == a and (a < b or s < e)):
+                # Before the region (or, exclusive, ending at its start; an empty
+                # region still absorbs an insertion at its point).
                 st[1] = a + delta
                 st[2] = b + delta
                 continue
+            if not absorb and a == b and s == a and e > a:
+                continue  # a deletion starting at an empty region's point: outside
             # Overlapping or touching: the region absorbs the replacement.
             text: str = st[3]
             is_ascii: bool = st[4]
@@ -654,17 +865,18 @@ def settle_all(
 ) -> list[Outcome]:
     """Run a whole event sequence through one tracker (offline tool, tests).
 
-    Invalid events are skipped (as the stream dead-letters them) unless
-    ``strict``, which re-raises the first InvalidEvent.
+    Invalid events are skipped (as the stream dead-letters them; what their
+    refusal caused is kept) unless ``strict``, which re-raises the first one.
     """
     tracker = Tracker(config)
     out: list[Outcome] = []
     for position, event in enumerate(events):
         try:
             out.extend(tracker.process(event, position))
-        except InvalidEvent:
+        except InvalidEvent as exc:
             if strict:
                 raise
+            out.extend(exc.outcomes)
     if flush:
         out.extend(tracker.flush())
     return out

@@ -184,6 +184,10 @@ def test_utf16_surrogate_pairs() -> None:
     with pytest.raises(InvalidEvent) as exc:
         tr.process(edit(1, (7, 7, "x"), enc="utf-16"))
     assert exc.value.reason == "splits_character"
+    # The editor applied an edit we could not: the region can no longer be vouched for.
+    assert exc.value.outcomes == [Dropped(region_id(SID, PATH, "r1"), "r1", "missed_edit", 1, SID, PATH)]
+    assert tr.open_regions() == 0
+    tr = opened(start=5, text="a😀b", enc="utf-16", cursor=8)
     tr.process(edit(2, (8, 8, "é"), enc="utf-16"))
     assert tr.peek(SID, PATH, "r1") == (5, 10, "a😀éb")
     tr.process(edit(3, (0, 2, "😀"), enc="utf-16"))  # same width: no shift
@@ -198,9 +202,11 @@ def test_utf8_multibyte_offsets() -> None:
     # "é€x" is 2 + 3 + 1 bytes at buffer [0, 6).
     tr = opened(start=0, text="é€x", enc="utf-8", cursor=5)
     for bad in ((1, 1, "z"), (2, 3, ""), (0, 4, "")):
+        probe = opened(start=0, text="é€x", enc="utf-8", cursor=5)
         with pytest.raises(InvalidEvent) as exc:
-            tr.process(edit(1, bad, enc="utf-8"))
+            probe.process(edit(1, bad, enc="utf-8"))
         assert exc.value.reason == "splits_character"
+        assert probe.open_regions() == 0 and probe.stats.dropped_by_reason == {"missed_edit": 1}
     assert tr.peek(SID, PATH, "r1") == (0, 6, "é€x")
     tr.process(edit(2, (2, 5, "E"), enc="utf-8"))
     assert tr.peek(SID, PATH, "r1") == (0, 4, "éEx")
@@ -225,26 +231,49 @@ def _state(tr: Tracker) -> tuple[object, ...]:
     )
 
 
-INVALID_CASES = [
+INVALID_REQUESTS = [
     ("span_reversed", req(50_000, 9, "", end=3, rid="r2", enc="utf-16")),
     ("cursor_out_of_range", req(50_000, 20, "abc", cursor=24, rid="r2", enc="utf-16")),
     ("cursor_out_of_range", req(50_000, 20, "abc", cursor=19, rid="r2", enc="utf-16")),
     ("text_length_mismatch", req(50_000, 20, "a😀", end=22, rid="r2", enc="utf-16")),
     ("splits_character", req(50_000, 20, "a😀", cursor=22, rid="r2", enc="utf-16")),
+    ("encoding_mismatch", req(9_000, 0, "x", rid="r2", enc="utf-32")),
+    ("invalid_text", req(50_000, 0, "\ud800", rid="r2", enc="utf-16", end=1)),
+]
+#: edits the tracker cannot apply: the region they may have changed is dropped
+INVALID_EDITS = [
     ("replacement_reversed", edit(50_000, (0, 0, "x"), (6, 5, ""), enc="utf-16")),
     # first replacement is fine, the second splits the emoji of the moved region
     ("splits_character", edit(9_000, (0, 0, "xx"), (17, 17, "!"), enc="utf-16")),
     ("splits_character", edit(9_000, (15, 20, ""), enc="utf-16")),
     ("encoding_mismatch", edit(9_000, (0, 1, ""), enc="utf-8")),
-    ("encoding_mismatch", req(9_000, 0, "x", rid="r2", enc="utf-32")),
-    ("duplicate_request", req(5_000, 0, "x", rid="r1", enc="utf-16")),
-    ("invalid_text", req(50_000, 0, "\ud800", rid="r2", enc="utf-16", end=1)),
     ("invalid_text", edit(9_000, (10, 10, "\ud800"), enc="utf-16")),
 ]
 
 
-@pytest.mark.parametrize(("reason", "bad"), INVALID_CASES)
-def test_invalid_event_raises_and_changes_nothing(reason: str, bad: object) -> None:
+@pytest.mark.parametrize(("reason", "bad"), INVALID_EDITS)
+def test_invalid_edit_drops_the_buffers_regions(reason: str, bad: BufferEdited) -> None:
+    tr = Tracker()
+    tr.process(req(0, 10, "ab😀cd", cursor=12, enc="utf-16"), position=7)
+    tr.process(edit(4_000, (0, 0, "zz"), enc="utf-16"))
+    tr.process(req(4_500, 0, "x", rid="other", sid="s2", enc="utf-16"))
+    with pytest.raises(InvalidEvent) as exc:
+        tr.process(bad, position=8)
+    assert exc.value.reason == reason
+    at = max(bad.time_ms, 4_000)
+    if bad.time_ms >= Q + 4_000:  # its own clock proves r1 quiet first: r1 settles, nothing to drop
+        assert only_settled(exc.value.outcomes).settled_text == "ab😀cd"
+    else:
+        assert exc.value.outcomes == [Dropped(region_id(SID, PATH, "r1"), "r1", "missed_edit", at, SID, PATH)]
+    assert tr.peek("s2", PATH, "other") == (0, 1, "x")  # other buffers are untouched
+    assert tr.stats.invalid_by_reason == {reason: 1}
+    # Re-anchored by a new request, the buffer settles again.
+    tr.process(req(at + 1, 0, "q", rid="r9", enc="utf-16"))
+    assert [o.request_id for o in tr.flush()] == ["other", "r9"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("reason", "bad"), INVALID_REQUESTS)
+def test_invalid_request_raises_and_changes_nothing(reason: str, bad: object) -> None:
     def fresh() -> Tracker:
         tr = Tracker()
         tr.process(req(0, 10, "ab😀cd", cursor=12, enc="utf-16"), position=7)
@@ -263,11 +292,21 @@ def test_invalid_event_raises_and_changes_nothing(reason: str, bad: object) -> N
     assert twin.stats.invalid_by_reason == {}
 
 
-def test_duplicate_request_allowed_after_first_closed_and_encoding_may_change() -> None:
+def test_redelivered_request_is_ignored_open_or_settled() -> None:
     tr = opened()
-    out = tr.process(req(Q, 0, "é", rid="r1", enc="utf-8"))  # r1 settles first (rule b)
+    tr.process(edit(1_000, (10, 11, "J")))
+    assert tr.process(req(1_000, 10, "hello")) == []  # the same request again, while open
+    assert tr.peek(SID, PATH, "r1") == (10, 15, "Jello")
+    assert only_settled(tr.process(Tick(time_ms=20_000))).settled_text == "Jello"
+    assert tr.process(req(0, 10, "hello")) == [] and tr.process(Tick(time_ms=40_000)) == []
+    assert tr.flush() == [] and tr.stats.ignored_by_reason == {"redelivered_request": 2}
+
+
+def test_encoding_may_change_once_regions_closed() -> None:
+    tr = opened()
+    out = tr.process(req(Q, 0, "é", rid="r2", enc="utf-8"))  # r1 settles first (rule b)
     assert only_settled(out).settled_text == "hello"
-    assert tr.peek(SID, PATH, "r1") == (0, 2, "é")
+    assert tr.peek(SID, PATH, "r2") == (0, 2, "é")
 
 
 def test_consent_false_is_never_invalid() -> None:
@@ -321,7 +360,7 @@ def test_settled_example_fields() -> None:
             edit_count=2,
         )
     ]
-    assert tr.open_regions() == 0 and tr._buffers == {}  # no state kept for idle buffers
+    assert tr.open_regions() == 0 and tr.remembered_buffers() == 1  # its memory, bounded
 
 
 def test_tick_driven_settle() -> None:
@@ -333,10 +372,12 @@ def test_tick_driven_settle() -> None:
     assert tr.process(Tick(time_ms=5)) == [] and tr.watermark_ms == Q  # ticks never go back
 
 
-def test_other_buffers_events_advance_the_watermark() -> None:
+def test_other_buffers_clocks_decide_nothing() -> None:
     tr = opened()
-    assert tr.process(edit(Q + L - 1, (0, 0, "x"), sid="other")) == []
-    assert only_settled(tr.process(edit(Q + L, (0, 0, "x"), sid="other"))).settled_at_ms == Q
+    tr.process(req(10 * Q, 0, "x", sid="fast"))
+    assert only_settled(tr.process(edit(100 * Q, (0, 0, "x"), sid="fast"))).session_id == "fast"
+    assert tr.peek(SID, PATH, "r1") == (10, 15, "hello")
+    assert only_settled(tr.process(Tick(time_ms=Q + L))).settled_at_ms == Q
 
 
 def test_same_buffer_later_event_settles_first_rule_b() -> None:
@@ -396,7 +437,7 @@ def test_size_cap_at_birth_and_after_edit() -> None:
 def test_consent_withdrawn_drops_open_regions_after_due_ones_settle() -> None:
     tr = Tracker()
     tr.process(req(0, 0, "a", rid="early"))
-    tr.process(req(5_000, 0, "b", rid="late"))
+    tr.process(req(5_000, 3, "b", rid="late"))
     out = tr.process(edit(Q, (0, 0, "z"), consent=False))
     settled = [o for o in out if isinstance(o, SettledExample)]
     assert only_settled(settled).request_id == "early"
@@ -414,14 +455,28 @@ def test_request_without_consent_is_not_tracked() -> None:
     assert tr.stats.dropped_by_reason == {"no_consent": 1}
 
 
-def test_late_event_is_counted_and_still_applied() -> None:
+def test_slow_clock_is_not_late_and_still_applied() -> None:
     tr = Tracker()
     tr.process(req(0, 0, "abc"))
-    tr.process(Tick(time_ms=5_000))  # watermark 3_000
+    tr.process(Tick(time_ms=50_000))  # the region arrived at 0: Q + L later it is decided
+    tr = Tracker()
+    tr.process(Tick(time_ms=50_000))
+    tr.process(req(0, 0, "abc"))  # a client clock 50 s behind: aligned to its arrival
+    assert tr.process(Tick(time_ms=50_000 + Q + L - 1)) == []
     assert tr.process(edit(2_000, (3, 3, "d"))) == []
-    assert tr.stats.late_events == 1
+    assert tr.stats.late_events == 0
     assert tr.peek(SID, PATH, "r1") == (0, 4, "abcd")
-    assert only_settled(tr.flush()).settled_at_ms == 2_000 + Q
+    # the edit arrived at 50_000 + Q + L - 1 with 10 s of its quiet period left
+    assert tr.process(Tick(time_ms=50_000 + 2 * Q + 2 * L - 2)) == []
+    assert only_settled(tr.process(Tick(time_ms=50_000 + 2 * Q + 2 * L - 1))).settled_at_ms == 2_000 + Q
+
+
+def test_event_older_than_a_decided_fate_is_late() -> None:
+    tr = Tracker()
+    tr.process(req(0, 0, "abc"))
+    assert only_settled(tr.process(Tick(time_ms=Q + L))).settled_text == "abc"
+    assert tr.process(edit(5_000, (3, 3, "d"))) == []  # inside the decided quiet period
+    assert tr.stats.late_events == 1
 
 
 def test_flush_order_is_by_deadline_then_id() -> None:
@@ -454,7 +509,9 @@ def test_oldest_open_birth_position() -> None:
 def test_settle_all_skips_invalid_unless_strict() -> None:
     events = [req(0, 0, "ab"), edit(1, (2, 1, "")), edit(2, (2, 2, "c"))]
     out = settle_all(events, flush=True)
-    assert only_settled(out).settled_text == "abc"
+    assert out == [Dropped(region_id(SID, PATH, "r1"), "r1", "missed_edit", 1, SID, PATH)]
+    events = [req(0, 0, "ab"), req(1, 0, "a", rid="r2", end=3), edit(2, (2, 2, "c"))]
+    assert only_settled(settle_all(events, flush=True)).settled_text == "abc"
     with pytest.raises(InvalidEvent):
         settle_all(events, strict=True)
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from sacrebleu.metrics.chrf import CHRF
 
-__all__ = ["chrf", "delta_chrf", "collapse_whitespace"]
+__all__ = ["chrf", "collapse_whitespace", "delta_chrf"]
 
 
 @lru_cache(maxsize=32)

@@ -10,7 +10,7 @@ from msgspec import Struct
 
 from settle.trainer.evaluate.summary import EvalSummary
 
-__all__ = ["GateTolerance", "DEFAULT_TOLERANCE", "compare"]
+__all__ = ["DEFAULT_TOLERANCE", "GateTolerance", "compare"]
 
 
 class GateTolerance(Struct, frozen=True, kw_only=True):

@@ -18,7 +18,7 @@ from settle.trainer.evaluate.chrf import delta_chrf
 from settle.trainer.evaluate.exact_match import exact_match
 from settle.trainer.evaluate.reversal import reversal_ratio, text_before_last_edit
 
-__all__ = ["EvalRow", "row_from_example", "RowScore", "score_row", "EvalSummary", "summarize"]
+__all__ = ["EvalRow", "EvalSummary", "RowScore", "row_from_example", "score_row", "summarize"]
 
 
 class EvalRow(Struct, frozen=True, kw_only=True):

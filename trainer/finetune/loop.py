@@ -60,7 +60,7 @@ from settle.trainer.finetune.model import make_optimizer, resolve_model_dir, sav
 from settle.trainer.finetune.run_log import RunLog
 from settle.trainer.finetune.schedule import lr_at
 
-__all__ = ["finetune", "FinetuneConfig", "FinetuneResult"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune"]
 
 
 def finetune(

@@ -53,6 +53,12 @@ class _Buf:
 
 
 def _units_len(s: str, encoding: str) -> int:
+    """Length of ``s`` in the declared offset units.
+
+    Deliberately not ``settle.streams.settling.offsets.units_len``: the simulator is the
+    oracle the tracker's offset arithmetic is tested against, so it counts with the
+    codecs themselves and shares no code with what it checks.
+    """
     if encoding == "utf-8":
         return len(s.encode("utf-8"))
     if encoding == "utf-16":

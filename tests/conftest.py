@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# quiet output: no weight-loading bars from transformers and the hub in test logs
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
 from settle.streams.local.broker import EmbeddedBroker
 from settle.streams.settings import Settings
 

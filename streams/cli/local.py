@@ -56,9 +56,9 @@ def run(
     work_dir: Annotated[Path, typer.Option(help="where logs and outputs go")] = Path("var/run"),
 ) -> None:
     """The main job on an embedded default: broker, worker, simulated telemetry, report."""
-    from settle.streams.cli.whole_loop import run_demo
+    from settle.streams.cli.whole_loop import run_whole_loop
 
     try:
-        run_demo(sessions=sessions, seed=seed, port=port, work_dir=work_dir)
+        run_whole_loop(sessions=sessions, seed=seed, port=port, work_dir=work_dir)
     except RuntimeError as exc:
         raise fail(str(exc), 1) from None

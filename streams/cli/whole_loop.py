@@ -50,7 +50,7 @@ def _telemetry(seed: int, sessions: int, after: list[bytes] | None = None) -> li
     return [encode(e) for e in simulate(config)]
 
 
-def run_demo(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: float = 600.0) -> None:
+def run_whole_loop(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: float = 600.0) -> None:
     from settle.streams.runtime.student import OnnxStudent
     from settle.streams.scoring.score import calibrate_band
     from settle.trainer.job import TrainConfig, publish_bootstrap, train_once

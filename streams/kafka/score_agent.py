@@ -43,6 +43,7 @@ class ModelHolder:
         self.source = source
         self.name = name
         self.load = load
+        metrics.observe_model_in_use(name, source.model_version)
         self.offset = 0  # next `models` offset to read
         #: dead-letter bad `models` records; every scorer reads all of `models`, so each
         #: reports a bad one (same source offset: dedupe on it)
@@ -54,11 +55,18 @@ class ModelHolder:
         `models` is read in order, so the last published message wins: a newer
         version, or an older one re-published as a rollback.
         """
-        if message.status != "published" or message.name != self.name:
+        if message.name != self.name:
+            return False
+        metrics.observe_verdict(message)
+        if message.status != "published":
+            # warning level: an operator watching the scorer sees why the candidate never went live
+            log.warning("scorer keeps %s %s: candidate %s %s: %s", message.name, self.source.model_version,
+                        message.version, message.status, message.reason)
             return False
         if message.version == self.source.model_version:
             return False
         self.source = self.load(Path(message.location))
+        metrics.observe_model_in_use(message.name, message.version)
         # warning level: visible at the workers' default log level, and tests/demo wait on it
         log.warning("scorer now uses %s %s", message.name, message.version)
         return True
@@ -121,6 +129,7 @@ def create_score_app(settings: Settings, holder: ModelHolder, config: ScoringCon
             for s in result.scored:
                 metrics.DECISIONS.labels(s.decision.decision, s.model_version).inc()
                 metrics.SAMPLES.inc(s.decision.samples_used)
+                metrics.observe_scored(s)
             deliveries = [await out[o.topic].send(key=o.key, value=o.value, force=True) for o in result.outputs]
             if deliveries:
                 await asyncio.gather(*deliveries)

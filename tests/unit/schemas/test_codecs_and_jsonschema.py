@@ -102,3 +102,23 @@ def test_json_schema_detects_drift(tmp_path) -> None:  # type: ignore[no-untyped
     jsonschema_gen.write(tmp_path)
     (tmp_path / "event.json").write_text("{}")
     assert jsonschema_gen.stale(tmp_path) == ["event.json"]
+
+
+def test_json_schema_drift_is_meaning_not_docstring_whitespace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """msgspec 0.23 strips docstring indentation older releases kept: that is not drift; a changed word is."""
+    import json
+
+    jsonschema_gen.write(tmp_path)
+    path = tmp_path / "settled_example.json"
+    doc = json.loads(path.read_text())
+
+    def edit(node, change):  # type: ignore[no-untyped-def]
+        if isinstance(node, dict):
+            return {k: change(v) if k == "description" and isinstance(v, str) else edit(v, change)
+                    for k, v in node.items()}
+        return [edit(v, change) for v in node] if isinstance(node, list) else node
+
+    path.write_text(json.dumps(edit(doc, lambda s: s.replace(" ", "\n    ", 1)), indent=2))
+    assert jsonschema_gen.stale(tmp_path) == []
+    path.write_text(json.dumps(edit(doc, lambda s: s + " (changed)"), indent=2))
+    assert jsonschema_gen.stale(tmp_path) == ["settled_example.json"]

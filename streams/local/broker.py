@@ -81,6 +81,10 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     log_path: Path | None = None
     startup_timeout_s: float = 30.0
+    #: where Tansu keeps records: memory (lost on restart) or e.g. ``s3://tansu/`` (see ``local.s3``)
+    storage_engine: str = "memory://tansu/"
+    #: extra environment for the broker (the S3 endpoint and credentials of an s3:// engine)
+    env: dict[str, str] = field(default_factory=dict)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -95,14 +99,14 @@ class EmbeddedBroker:
         binary = broker_binary()
         url = f"tcp://{self.host}:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
         self._proc = subprocess.Popen(
             [
                 str(binary),
                 "broker",
                 "--listener-url", url,
                 "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                "--storage-engine", self.storage_engine,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

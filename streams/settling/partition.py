@@ -14,6 +14,7 @@ from settle.schemas.codecs import InvalidRecord, buffer_of, decode_event, encode
 from settle.schemas.events import Tick
 from settle.schemas.examples import DeadLetter, SettledExample
 
+from settle.streams.scoring.kept_rate import with_production_kept_rate
 from settle.streams.settling.tracker import Dropped, InvalidEvent, Outcome, Tracker, TrackerConfig
 
 
@@ -41,6 +42,8 @@ class PartitionSettler:
     next_offset: int | None = field(default=None, init=False)
     dropped: dict[str, int] = field(default_factory=dict, init=False)
     dead_letters: dict[str, int] = field(default_factory=dict, init=False)
+    #: settled examples with a production kept rate since the metrics last drained this
+    kept_rates: list[SettledExample] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.tracker = Tracker(self.config)
@@ -86,6 +89,9 @@ class PartitionSettler:
         out: list[Output] = []
         for outcome in outcomes:
             if isinstance(outcome, SettledExample):
+                outcome = with_production_kept_rate(outcome)
+                if outcome.production_kept_rate is not None:
+                    self.kept_rates.append(outcome)
                 out.append(Output("settled", outcome.id.encode(), encode(outcome)))
             elif isinstance(outcome, Dropped):
                 self.dropped[outcome.reason] = self.dropped.get(outcome.reason, 0) + 1

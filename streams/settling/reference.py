@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from settle.schemas.codecs import InvalidRecord, buffer_of, decode_event
 from settle.schemas.examples import SettledExample
 
+from settle.streams.scoring.kept_rate import with_production_kept_rate
 from settle.streams.settling.tracker import InvalidEvent, Outcome, Tracker, TrackerConfig
 
 
@@ -49,7 +50,7 @@ def settle_records(
             result.invalid.append((position, exc.reason, str(exc)))
             buffer = buffer_of(raw) if raw else None
             outcomes = list(tracker.missed(*buffer)) if buffer is not None else []
-        result.examples.extend(o for o in outcomes if isinstance(o, SettledExample))
+        result.examples.extend(with_production_kept_rate(o) for o in outcomes if isinstance(o, SettledExample))
     if flush:
-        result.examples.extend(o for o in tracker.flush() if isinstance(o, SettledExample))
+        result.examples.extend(with_production_kept_rate(o) for o in tracker.flush() if isinstance(o, SettledExample))
     return result

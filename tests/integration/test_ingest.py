@@ -1,0 +1,256 @@
+"""`settle ingest` against the real embedded broker: auth, bad lines, Zed's settled batches, a broker restart.
+
+The server runs in the test's event loop (aiohttp's AppRunner), clients post over
+real HTTP, and every check reads the topics back from the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+import zstandard
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+
+from settle.schemas.codecs import decode, decode_settled, encode
+from settle.schemas.events import BufferEdited, PredictionRequested, Replacement, Span, Tick, buffer_key
+from settle.schemas.examples import DeadLetter
+from settle.streams.ingest.config import IngestConfig
+from settle.streams.ingest.server import IngestServer
+from settle.streams.local.broker import EmbeddedBroker, free_port
+from settle.streams.local.s3 import LocalS3, moto_server_binary
+from settle.streams.scoring.kept_rate import compute_kept_rate
+from settle.streams.settings import DEAD_LETTER, EDITS, SETTLED, Settings
+from settle.streams.settling.tracker import region_id
+
+pytestmark = [pytest.mark.broker]
+
+TOKENS = {"tok-zed": "zed", "tok-vim": "vim"}
+ZED = {"Authorization": "Bearer tok-zed"}
+VIM = {"Authorization": "Bearer tok-vim"}
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, **config: object) -> AsyncIterator[tuple[IngestServer, aiohttp.ClientSession]]:
+    cfg = replace(IngestConfig(port=free_port()), **config)  # type: ignore[arg-type]
+    server = IngestServer(settings, cfg, dict(TOKENS))
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", cfg.port).start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{cfg.port}") as http:
+            deadline = time.monotonic() + 20
+            while (await http.get("/readyz")).status != 200:
+                assert time.monotonic() < deadline, "ingest never became ready"
+                await asyncio.sleep(0.1)
+            yield server, http
+    finally:
+        await runner.cleanup()
+
+
+async def read_all(settings: Settings, topic: str, idle_s: float = 1.0) -> list:
+    """Every record of a topic (with its Kafka timestamp), until idle."""
+    consumer = AIOKafkaConsumer(settings.topic(topic), bootstrap_servers=settings.bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list = []
+    try:
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s:
+            batches = await consumer.getmany(timeout_ms=200)
+            for msgs in batches.values():
+                out.extend(msgs)
+                if msgs:
+                    last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+def request_event(rid: str, session: str = "s1", **kw: object) -> PredictionRequested:
+    base = dict(time_ms=1_000, session_id=session, path="a.py", consent=True, request_id=rid,
+                region=Span(0, 6), region_text="x = 1\n", cursor=5, production_prediction="x = 2\n",
+                production_model="zeta-test")
+    base.update(kw)
+    return PredictionRequested(**base)  # type: ignore[arg-type]
+
+
+def test_a_wrong_or_missing_token_is_refused_and_nothing_is_produced(settings: Settings) -> None:
+    async def main() -> None:
+        line = encode(request_event("r1"))
+        async with serving(settings) as (_, http):
+            for headers in ({"Authorization": "Bearer nope"}, {}, {"Authorization": "Basic tok-zed"}):
+                resp = await http.post("/v1/events", data=line, headers=headers)
+                assert resp.status == 401
+                assert (await resp.json())["error"] == "unauthorized"
+            resp = await http.post("/predict_edits/settled", data=b'{"predictions": []}', headers={})
+            assert resp.status == 401
+            assert (await http.get("/healthz")).status == 200
+        assert await read_all(settings, EDITS) == []
+
+    asyncio.run(main())
+
+
+def test_bad_lines_are_answered_with_their_reason_and_dead_lettered(settings: Settings) -> None:
+    async def main() -> None:
+        good1 = encode(request_event("r1"))
+        good2 = encode(BufferEdited(time_ms=2_000, session_id="s1", path="a.py", consent=True,
+                                    replacements=[Replacement(start=4, end=5, text="2")]))
+        bad = [b"{not json", encode(Tick(time_ms=5)), b'{"kind": "cursor_moved", "time_ms": 1}']
+        body = gzip.compress(b"\n".join([good1, *bad, b"", good2]) + b"\n")
+        async with serving(settings) as (_, http):
+            before = int(time.time() * 1000)
+            resp = await http.post("/v1/events", data=body, headers={**VIM, "Content-Encoding": "gzip"})
+            after = int(time.time() * 1000)
+            assert resp.status == 200
+            answer = await resp.json()
+            assert answer["accepted"] == 2
+            assert [(r["position"], r["reason"]) for r in answer["rejected"]] == [
+                (2, "malformed"), (3, "tick_not_accepted"), (4, "unknown_kind")]
+            all_bad = await http.post("/v1/events", data=b"[1, 2]", headers=VIM)  # an array of non-objects
+            assert all_bad.status == 400
+            assert [r["reason"] for r in (await all_bad.json())["rejected"]] == ["not_an_object"] * 2
+
+        edits = await read_all(settings, EDITS)
+        assert sorted(m.value for m in edits) == sorted([good1, good2])  # the bytes the editor sent
+        assert {m.key for m in edits} == {buffer_key("s1", "a.py").encode()}
+        assert all(before <= m.timestamp <= after for m in edits)  # the record timestamp is the ingest clock
+        letters = [decode(m.value, DeadLetter) for m in await read_all(settings, DEAD_LETTER)]
+        assert sorted((d.offset, d.reason, d.value) for d in letters if d.offset < 5 and d.value in bad) == [
+            (2, "malformed", bad[0]), (3, "tick_not_accepted", bad[1]), (4, "unknown_kind", bad[2])]
+        assert {d.agent for d in letters} == {"ingest:vim"} and {d.source_topic for d in letters} == {"http:/v1/events"}
+        assert len(letters) == 5
+
+    asyncio.run(main())
+
+
+def _report(rid: str, settled: str, consent: bool = True) -> dict:
+    kept = compute_kept_rate("x = 1\n", "x = 2\n", settled)
+    return {
+        "request_id": rid, "settled_editable_region": settled, "ts_error_count_before_prediction": 0,
+        "ts_error_count_after_prediction": 0, "can_collect_data": consent, "is_in_open_source_repo": False,
+        "sample_data": {"repository_url": None, "revision": None, "editable_path": "a.py",
+                        "editable_offset_range": {"start": 0, "end": 6}, "edit_events_before_quiescence": 2},
+        **{f"edit_bytes_{k}": v for k, v in msgspec.structs.asdict(kept).items()},
+        "example": None, "model_version": "zeta-test", "e2e_latency": 80,
+    }
+
+
+def test_a_zstd_zed_settled_batch_is_mapped_and_reports_without_consent_stay_out(settings: Settings) -> None:
+    model = f"zeta-test-{os.getpid()}-{settings.topic_prefix}"
+
+    async def main() -> None:
+        requests = [request_event("req-1", production_model=model),
+                    request_event("req-2", session="s2", production_model=model)]
+        body = b"[" + b",".join(encode(r) for r in requests) + b"]"
+        async with serving(settings) as (server, http):
+            resp = await http.post("/predict_edits/requests", data=body, headers=ZED)
+            assert resp.status == 200 and (await resp.json())["accepted"] == 2
+            batch = {"predictions": [
+                _report("req-1", "x = 2\n# kept\n"),
+                _report("req-2", "SECRET no consent\n", consent=False),
+                _report("req-3", "x = 3\n"),  # its request never came
+            ]}
+            payload = zstandard.ZstdCompressor().compress(json.dumps(batch).encode())
+            resp = await http.post("/predict_edits/settled", data=payload,
+                                   headers={**ZED, "Content-Encoding": "zstd", "Content-Type": "application/json"})
+            assert resp.status == 200
+            assert await resp.json() == {"accepted": 3, "settled": 1, "no_consent": 1, "unmatched_request": 1}
+            assert server.join.stats.matched == 2 and server.join.stats.unmatched_reports == 1 and len(server.join) == 0
+            metrics_text = await (await http.get("/metrics")).text()
+
+        settled = [decode_settled(m.value) for m in await read_all(settings, SETTLED)]
+        assert len(settled) == 1
+        ex = settled[0]
+        assert ex.id == region_id("s1", "a.py", "req-1")
+        assert (ex.request_id, ex.original_text, ex.settled_text, ex.cursor) == ("req-1", "x = 1\n", "x = 2\n# kept\n", 5)
+        assert ex.production_prediction == "x = 2\n" and ex.production_model == model
+        assert ex.production_kept_rate == compute_kept_rate("x = 1\n", "x = 2\n", "x = 2\n# kept\n")
+        assert ex.production_kept_rate.kept_rate == 1.0 and 0 < ex.production_kept_rate.recall_rate < 1
+        letters = [decode(m.value, DeadLetter) for m in await read_all(settings, DEAD_LETTER)]
+        assert [(d.reason, d.key) for d in letters] == [("unmatched_request", b"req-3")]
+        everything = b""
+        for topic in (SETTLED, DEAD_LETTER, EDITS):
+            everything += b"".join(m.value for m in await read_all(settings, topic, 0.5))
+        assert b"SECRET" not in everything  # a report without consent is stored nowhere
+        assert f'settle_production_kept_rate_count{{model_version="{model}"}} 1.0' in metrics_text
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(moto_server_binary() is None, reason="needs moto[server] (an S3 server) for a persistent broker")
+def test_no_acknowledged_event_is_lost_when_the_broker_restarts_during_a_burst(tmp_path: Path) -> None:
+    """Tansu on S3 storage (moto's server), SIGKILLed mid-burst and restarted on the same port.
+
+    Every event of every post answered 2xx must be on `edits` afterwards; posts made
+    while the broker is down are answered 503 (and the endpoint is not ready).
+    """
+    with LocalS3(log_path=tmp_path / "s3.log") as s3:
+        broker = EmbeddedBroker(storage_engine=s3.storage_engine, env=s3.broker_env,
+                                log_path=tmp_path / "broker.log").start()
+        try:
+            settings = Settings(bootstrap=broker.bootstrap, topic_prefix="restart.", partitions=2)
+            acked, refused, ready_while_down = asyncio.run(_burst_through_restart(settings, broker))
+            present = {m.value for m in asyncio.run(read_all(settings, EDITS, idle_s=2.0))}
+        finally:
+            broker.stop()
+    assert refused, "some posts should have met the broker down"
+    assert not ready_while_down
+    missing = [v for v in acked if v not in present]
+    assert len(acked) > 500 and not missing, f"{len(missing)} of {len(acked)} acknowledged events missing"
+    print(f"acknowledged {len(acked)} events, refused {refused} posts (503) while down, all acknowledged present")
+
+
+async def _burst_through_restart(settings: Settings, broker: EmbeddedBroker) -> tuple[list[bytes], int, bool]:
+    acked: list[bytes] = []
+    refused = 0
+    phase = {"down": False, "restarted": False, "after": 0}
+    async with serving(settings, ack_timeout_s=2.0, rate_per_s=0) as (_, http):
+
+        async def client(n: int) -> None:
+            nonlocal refused
+            seq = 0
+            while not (phase["restarted"] and phase["after"] >= 20):
+                lines = [encode(request_event(f"c{n}-{seq}-{i}", session=f"c{n}")) for i in range(20)]
+                seq += 1
+                try:
+                    resp = await http.post("/v1/events", data=b"\n".join(lines), headers=VIM,
+                                           timeout=aiohttp.ClientTimeout(total=10))
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    continue
+                if resp.status == 200:
+                    acked.extend(lines)
+                    if phase["restarted"]:
+                        phase["after"] += 1
+                elif resp.status == 503:
+                    refused += 1
+                    await asyncio.sleep(0.2)
+                else:
+                    raise AssertionError(f"unexpected {resp.status}: {await resp.text()}")
+
+        clients = [asyncio.create_task(client(n)) for n in range(4)]
+        await asyncio.sleep(1.5)
+        before = len(acked)
+        os.kill(broker._proc.pid, signal.SIGKILL)  # noqa: SLF001  (a crash, not a clean stop)
+        broker._proc.wait()  # noqa: SLF001
+        phase["down"] = True
+        await asyncio.sleep(3.0)
+        ready_while_down = (await http.get("/readyz")).status == 200
+        await asyncio.to_thread(broker.start)
+        phase["restarted"] = True
+        await asyncio.wait_for(asyncio.gather(*clients), 60)
+        assert before > 0
+    return acked, refused, ready_while_down

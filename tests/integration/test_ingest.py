@@ -254,3 +254,50 @@ async def _burst_through_restart(settings: Settings, broker: EmbeddedBroker) -> 
         await asyncio.wait_for(asyncio.gather(*clients), 60)
         assert before > 0
     return acked, refused, ready_while_down
+
+
+@pytest.mark.slow
+def test_posted_telemetry_settles_with_kept_rates_exported_per_production_model(settings: Settings,
+                                                                                tmp_path: Path) -> None:
+    """Editor telemetry posted to the endpoint, settled by a real worker: every settled example with a
+    production prediction carries its kept rate, and the worker's metrics count them per model version."""
+    import urllib.request
+
+    from settle.streams.local.processes import WorkerProcess
+    from settle.streams.settling.reference import settle_records
+    from settle.streams.simulate import SimulationConfig, simulate
+
+    lines = [encode(e) for e in simulate(SimulationConfig(sessions=6, seed=5)) if not isinstance(e, Tick)]
+    reference = {e.id: e for e in settle_records(enumerate(lines), settings.tracker).examples}
+    with_prediction = [e for e in reference.values() if e.production_prediction is not None]
+    assert len(with_prediction) >= 5
+
+    async def post() -> None:
+        async with serving(settings) as (_, http):
+            for i in range(0, len(lines), 400):
+                resp = await http.post("/v1/events", data=b"\n".join(lines[i:i + 400]), headers=VIM)
+                assert resp.status == 200 and not (await resp.json())["rejected"]
+
+    asyncio.run(post())
+    port = free_port()
+    worker = WorkerProcess(settings, tmp_path / "worker.log", extra_args=("--metrics-port", str(port))).start()
+    try:
+        deadline = time.monotonic() + 90
+        settled: dict = {}
+        while len(settled) < len(reference):  # same partitions, same order per buffer: the reference's examples
+            assert time.monotonic() < deadline and worker.alive, worker.log_tail()
+            settled = {e.id: e for e in (decode_settled(m.value) for m in asyncio.run(read_all(settings, SETTLED)))}
+        time.sleep(1.0)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        worker.stop()
+    assert settled == reference
+    per_model: dict[str, int] = {}
+    for e in with_prediction:
+        assert settled[e.id].production_kept_rate == compute_kept_rate(e.original_text, e.production_prediction,
+                                                                      e.settled_text)
+        per_model[e.production_model] = per_model.get(e.production_model, 0) + 1
+    for model, n in per_model.items():
+        assert f'settle_production_kept_rate_count{{model_version="{model}"}} {float(n)}' in metrics
+        assert f'settle_production_recall_rate_count{{model_version="{model}"}} {float(n)}' in metrics
+    print({m: n for m, n in per_model.items()}, "settled examples with a kept rate, by production model")

@@ -41,7 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from settle.schemas.codecs import InvalidRecord, decode_event, encode
 from settle.schemas.events import PredictionRequested, Tick, buffer_key
-from settle.schemas.examples import DeadLetter
+from settle.schemas.examples import DeadLetter, KeptRate
 
 from settle.streams.ingest import zed_settled
 from settle.streams.ingest.bodies import BodyError, Item, decompress, split_values
@@ -327,7 +327,7 @@ class IngestServer:
             mapped = zed_settled.map_report(report, joined, now_ms)
             outcomes[mapped.outcome] = outcomes.get(mapped.outcome, 0) + 1
             if mapped.example is not None:
-                settled.append(mapped.example)
+                settled.append((mapped.example, report.client_kept_rate()))
                 records.append((SETTLED, mapped.example.id.encode(), encode(mapped.example)))
             elif mapped.outcome != "no_consent":  # without consent: stored nowhere, only counted
                 raw = msgspec.json.encode(report)
@@ -341,8 +341,13 @@ class IngestServer:
             return self._unavailable(route, exc)
         for outcome, count in outcomes.items():
             metrics.ZED_REPORTS.labels(outcome).inc(count)
-        for example in settled:
+        for example, client_rate in settled:
             metrics.observe_kept_rate(example.production_model, example.production_kept_rate)
+            if client_rate is not None and example.production_kept_rate is not None:
+                # Zed computed the same metric on the client: a disagreement means the request we joined
+                # is not the prediction the client measured (or the two implementations drifted apart)
+                agrees = _same_rate(client_rate, example.production_kept_rate)
+                metrics.ZED_KEPT_RATE_CHECKS.labels("agrees" if agrees else "differs").inc()
         self._observe_join()
         return self._answer(route, 200, {"accepted": n, **{k: v for k, v in sorted(outcomes.items())}})
 
@@ -374,6 +379,11 @@ class IngestServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _same_rate(a: KeptRate, b: KeptRate) -> bool:
+    return (a.kept, a.candidate_new, a.candidate_deleted, a.correctly_deleted) == (
+        b.kept, b.candidate_new, b.candidate_deleted, b.correctly_deleted) and abs(a.kept_rate - b.kept_rate) < 1e-9
 
 
 def run_ingest(settings: Settings, config: IngestConfig) -> None:

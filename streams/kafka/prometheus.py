@@ -62,6 +62,8 @@ KEPT_BYTES = Counter("settle_production_kept_bytes_total",
                      ["model_version"])
 EDIT_BYTES = Counter("settle_production_edit_bytes_total", "Bytes production predictions changed (new + deleted)",
                      ["model_version"])
+ZED_KEPT_RATE_CHECKS = Counter("settle_zed_kept_rate_checks_total",
+                               "Zed's client-computed kept rate vs settle's on the joined request", ["result"])
 
 
 def observe_kept_rate(model_version: str | None, rate: "KeptRate | None") -> None:

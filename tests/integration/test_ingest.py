@@ -43,7 +43,8 @@ VIM = {"Authorization": "Bearer tok-vim"}
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, **config: object) -> AsyncIterator[tuple[IngestServer, aiohttp.ClientSession]]:
+async def serving(settings: Settings, ready: bool = True,
+                  **config: object) -> AsyncIterator[tuple[IngestServer, aiohttp.ClientSession]]:
     cfg = replace(IngestConfig(port=free_port()), **config)  # type: ignore[arg-type]
     server = IngestServer(settings, cfg, dict(TOKENS))
     runner = web.AppRunner(server.app())
@@ -52,7 +53,7 @@ async def serving(settings: Settings, **config: object) -> AsyncIterator[tuple[I
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{cfg.port}") as http:
             deadline = time.monotonic() + 20
-            while (await http.get("/readyz")).status != 200:
+            while ready and (await http.get("/readyz")).status != 200:
                 assert time.monotonic() < deadline, "ingest never became ready"
                 await asyncio.sleep(0.1)
             yield server, http
@@ -136,6 +137,35 @@ def test_bad_lines_are_answered_with_their_reason_and_dead_lettered(settings: Se
     asyncio.run(main())
 
 
+def test_limits_answer_413_415_429_and_no_broker_answers_503(settings: Settings) -> None:
+    async def main() -> None:
+        line = encode(request_event("r1"))
+        async with serving(settings, rate_per_s=10.0, burst=20.0, max_body_bytes=20_000,
+                           max_decoded_bytes=100_000) as (_, http):
+            resp = await http.post("/v1/events", data=b"\n".join([line] * 21), headers=VIM)
+            assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1  # more than the burst at once
+            assert (await http.post("/v1/events", data=b"\n".join([line] * 20), headers=VIM)).status == 200
+            assert (await http.post("/v1/events", data=line, headers=VIM)).status == 429  # bucket empty now
+            assert (await http.post("/v1/events", data=line, headers=ZED)).status == 200  # another client's own
+            resp = await http.post("/v1/events", data=b" " * 20_001, headers=ZED)
+            assert resp.status == 413
+            bomb = zstandard.ZstdCompressor().compress(b" " * 200_000)  # 200 kB from a few bytes
+            resp = await http.post("/v1/events", data=bomb, headers={**ZED, "Content-Encoding": "zstd"})
+            assert resp.status == 413 and (await resp.json())["error"] == "body_too_large"
+            resp = await http.post("/v1/events", data=line, headers={**ZED, "Content-Encoding": "br"})
+            assert resp.status == 415
+        assert len(await read_all(settings, EDITS)) == 21
+
+        nowhere = replace(settings, bootstrap=f"127.0.0.1:{free_port()}")
+        async with serving(nowhere, ready=False, ack_timeout_s=1.0) as (_, http):
+            assert (await http.get("/healthz")).status == 200
+            assert (await http.get("/readyz")).status == 503
+            resp = await http.post("/v1/events", data=line, headers=VIM)
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+
+    asyncio.run(main())
+
+
 def _report(rid: str, settled: str, consent: bool = True) -> dict:
     kept = compute_kept_rate("x = 1\n", "x = 2\n", settled)
     return {
@@ -186,6 +216,8 @@ def test_a_zstd_zed_settled_batch_is_mapped_and_reports_without_consent_stay_out
             everything += b"".join(m.value for m in await read_all(settings, topic, 0.5))
         assert b"SECRET" not in everything  # a report without consent is stored nowhere
         assert f'settle_production_kept_rate_count{{model_version="{model}"}} 1.0' in metrics_text
+        assert 'settle_zed_kept_rate_checks_total{result="agrees"}' in metrics_text  # Zed's own figure matches
+        assert 'result="differs"' not in metrics_text
 
     asyncio.run(main())
 

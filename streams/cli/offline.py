@@ -42,8 +42,11 @@ def simulate(
     start: Annotated[str, typer.Option(help="'now', 'fixed', or epoch ms of the first event")] = "fixed",
     source_dir: Annotated[Optional[Path], typer.Option(help="source files to edit (default: stdlib)")] = None,
     final_tick: Annotated[bool, typer.Option(help="end with a tick that decides every region")] = True,
+    git: Annotated[Optional[Path], typer.Option(help="sessions from this repository's history instead")] = None,
+    rev: Annotated[Optional[str], typer.Option(help="--git: revision range for git rev-list (default HEAD)")] = None,
+    max_commits: Annotated[int, typer.Option(min=1, help="--git: at most this many commits")] = 30,
 ) -> None:
-    """Write simulated editor telemetry as JSONL, made from real source files."""
+    """Write simulated editor telemetry as JSONL, made from real source files (or a repository's history)."""
     from settle.schemas.jsonl import write_records
     from settle.streams.simulate import SimulationConfig
     from settle.streams.simulate import simulate as run_sim
@@ -60,6 +63,10 @@ def simulate(
             kwargs["start_ms"] = int(start)
         except ValueError:
             raise fail(f"--start must be 'now', 'fixed' or an integer, not {start!r}") from None
+    if git is not None:
+        from settle.streams.cli.git_sim import simulate_git
+
+        return simulate_git(git, rev, max_commits, seed, kwargs.get("start_ms"), out)  # type: ignore[arg-type]
     try:
         events = run_sim(SimulationConfig(**kwargs))  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:

@@ -29,6 +29,8 @@ class IngestConfig:
     burst: float = 40_000.0
     #: seconds to wait for the broker to acknowledge a post's records before answering 503
     ack_timeout_s: float = 10.0
+    #: answers remembered for retried posts with an Idempotency-Key (all clients together)
+    idempotency_keys: int = 100_000
     #: prediction requests waiting for their Zed settled report: at most this many ...
     join_max_entries: int = 100_000
     #: ... and none older than this

@@ -21,7 +21,9 @@ A thin shell around the pure parts (``bodies``, ``limits``, ``join``, ``zed_sett
 A 2xx is sent only after the broker acknowledged (``acks=all``) every record the
 post produced, dead letters included; otherwise 503 with ``Retry-After``, and a
 client that retries may deliver some records twice (the broker may have taken
-part of a post before failing). Every record of one post carries one Kafka
+part of a post before failing). A post with an ``Idempotency-Key`` header whose
+first answer was final (2xx or 4xx) is answered again from memory on a retry,
+producing nothing (bounded; see ``IngestServer._idempotent``). Every record of one post carries one Kafka
 timestamp, the ingest wall clock, which the stream can use as event time.
 """
 
@@ -31,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +82,9 @@ class IngestServer:
     bucket: TokenBucket = field(init=False)
     _connector: asyncio.Task[None] | None = field(default=None, init=False)
     _ready_at: float = field(default=0.0, init=False)
+    #: final answers to posts that carried an Idempotency-Key, by (client, key), oldest first
+    _answers: OrderedDict[tuple[str, str], tuple[int, bytes]] = field(default_factory=OrderedDict, init=False)
+    _in_flight: dict[tuple[str, str], asyncio.Future[tuple[int, bytes]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.join = RequestJoin(self.config.join_max_entries, int(self.config.join_max_age_s * 1000))
@@ -217,6 +223,50 @@ class IngestServer:
     # -- routes ----------------------------------------------------------------------
 
     async def post_events(self, request: web.Request) -> web.Response:
+        return await self._idempotent(request, self._post_events)
+
+    async def post_settled(self, request: web.Request) -> web.Response:
+        return await self._idempotent(request, self._post_settled)
+
+    async def _idempotent(self, request: web.Request, handler: Any) -> web.Response:
+        """Answer a retried post (same client, same ``Idempotency-Key``) as the first time, producing nothing.
+
+        Covers the retry of a post whose 2xx (or 4xx) answer was lost on the way. An answer of 5xx
+        or 429 is not remembered, so the retry does the work; if the broker took part of such a
+        post before failing, that part arrives twice (no Kafka transaction spans a post).
+        """
+        key = request.headers.get("Idempotency-Key", "").strip()
+        client = client_of(request.headers.get("Authorization"), self.tokens)
+        if not key or client is None or len(key) > 256:
+            return await handler(request)
+        slot = (client, key)
+        if slot in self._answers:
+            status, body = self._answers[slot]
+        elif slot in self._in_flight:
+            status, body = await asyncio.shield(self._in_flight[slot])
+        else:
+            future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+            self._in_flight[slot] = future
+            try:
+                response = await handler(request)
+                status, body = response.status, bytes(response.body)  # type: ignore[arg-type]
+                if status < 500 and status != 429:
+                    self._answers[slot] = (status, body)
+                    while len(self._answers) > self.config.idempotency_keys:
+                        self._answers.popitem(last=False)
+                future.set_result((status, body))
+                return response
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: a waiting retry re-raises it, nobody else must
+                raise
+            finally:
+                del self._in_flight[slot]
+        metrics.INGEST_REQUESTS.labels(request.path, f"{status} replayed").inc()
+        return web.Response(body=body, status=status, content_type="application/json",
+                            headers={"Idempotent-Replayed": "true"})
+
+    async def _post_events(self, request: web.Request) -> web.Response:
         route = EVENTS_ROUTE
         admitted = await self._admit(request, route)
         if isinstance(admitted, web.Response):
@@ -297,7 +347,7 @@ class IngestServer:
             "rejected": [{"position": r.position, "reason": r.reason, "error": r.error} for r in rejected],
         })
 
-    async def post_settled(self, request: web.Request) -> web.Response:
+    async def _post_settled(self, request: web.Request) -> web.Response:
         route = SETTLED_ROUTE
         admitted = await self._admit(request, route)
         if isinstance(admitted, web.Response):

@@ -166,6 +166,29 @@ def test_limits_answer_413_415_429_and_no_broker_answers_503(settings: Settings)
     asyncio.run(main())
 
 
+def test_a_retried_post_with_an_idempotency_key_is_answered_again_and_produced_once(settings: Settings) -> None:
+    async def main() -> None:
+        lines = [encode(request_event(f"r{i}")) for i in range(3)] + [b"{bad"]
+        body = b"\n".join(lines)
+        async with serving(settings) as (_, http):
+            answers = await asyncio.gather(*(http.post("/v1/events", data=body,
+                                                       headers={**VIM, "Idempotency-Key": "post-1"})
+                                              for _ in range(4)))  # a post and three retries, all in flight
+            other_client = await http.post("/v1/events", data=body, headers={**ZED, "Idempotency-Key": "post-1"})
+            assert sum("Idempotent-Replayed" not in r.headers for r in answers) == 1  # one did the work
+            bodies = [await r.json() for r in answers]
+            assert all(r.status == 200 for r in answers) and all(b == bodies[0] for b in bodies)
+            assert bodies[0]["accepted"] == 3
+            later = await http.post("/v1/events", data=body, headers={**VIM, "Idempotency-Key": "post-1"})
+            assert later.headers["Idempotent-Replayed"] == "true" and await later.json() == bodies[0]
+            assert other_client.status == 200 and "Idempotent-Replayed" not in other_client.headers
+        edits = await read_all(settings, EDITS)
+        assert sorted(m.value for m in edits) == sorted(lines[:3] * 2)  # once per client, not per retry
+        assert len(await read_all(settings, DEAD_LETTER)) == 2
+
+    asyncio.run(main())
+
+
 def _report(rid: str, settled: str, consent: bool = True) -> dict:
     kept = compute_kept_rate("x = 1\n", "x = 2\n", settled)
     return {

@@ -133,3 +133,56 @@ def test_recorded_on_a_settled_example_with_a_prediction_only() -> None:
 
     with_pred = msgspec.structs.replace(base, production_prediction="x = 2\n")
     assert with_production_kept_rate(with_pred).production_kept_rate.kept_rate == 1.0
+
+
+def _zed_masks_quadratic(a: list[str], b: list[str]) -> tuple[list[bool], list[bool]]:
+    """Zed's fill_lcs_keep_masks transcribed literally (full table, no bit tricks), as the oracle."""
+    keep_a, keep_b = [False] * len(a), [False] * len(b)
+    if not a or not b:
+        return keep_a, keep_b
+    if a == b:
+        return [True] * len(a), [True] * len(b)
+    p = 0
+    while p < min(len(a), len(b)) and a[p] == b[p]:
+        p += 1
+    q = 0
+    while q < min(len(a), len(b)) - p and a[len(a) - 1 - q] == b[len(b) - 1 - q]:
+        q += 1
+    for k in range(p):
+        keep_a[k] = keep_b[k] = True
+    for k in range(q):
+        keep_a[len(a) - q + k] = keep_b[len(b) - q + k] = True
+    am, bm = a[p : len(a) - q], b[p : len(b) - q]
+    if not am or not bm:
+        return keep_a, keep_b
+    dp = [[0] * (len(bm) + 1) for _ in range(len(am) + 1)]
+    for i in range(1, len(am) + 1):
+        for j in range(1, len(bm) + 1):
+            dp[i][j] = dp[i - 1][j - 1] + 1 if am[i - 1] == bm[j - 1] else max(dp[i - 1][j], dp[i][j - 1])
+    i, j = len(am), len(bm)
+    while i and j:
+        if am[i - 1] == bm[j - 1]:
+            keep_a[p + i - 1] = True
+            i, j = i - 1, j - 1
+        elif dp[i - 1][j] >= dp[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    i, j = len(am), len(bm)
+    while i and j:
+        if am[i - 1] == bm[j - 1]:
+            keep_b[p + j - 1] = True
+            i, j = i - 1, j - 1
+        elif dp[i][j - 1] >= dp[i - 1][j]:
+            j -= 1
+        else:
+            i -= 1
+    return keep_a, keep_b
+
+
+def test_masks_equal_zeds_quadratic_backtracking_on_random_sequences() -> None:
+    rng = random.Random(1)
+    for _ in range(2000):
+        a = [rng.choice(["x", "yy", " ", "(", "zzz"]) for _ in range(rng.randint(0, 12))]
+        b = [rng.choice(["x", "yy", " ", "(", "zzz"]) for _ in range(rng.randint(0, 12))]
+        assert lcs_keep_masks(a, b) == _zed_masks_quadratic(a, b), (a, b)

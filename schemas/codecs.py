@@ -8,7 +8,7 @@ an operator can act on, not a stack trace).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -138,8 +138,17 @@ def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecor
     return InvalidRecord("invalid_event", str(exc))
 
 
-def buffer_of(raw: bytes) -> tuple[str, str] | None:
-    """(session_id, path) of a value that failed to decode, when it can still be told.
+class Stray(NamedTuple):
+    """What can still be read off a value that failed to decode."""
+
+    session_id: str
+    path: str
+    #: its event time, when that field is readable (None otherwise)
+    time_ms: int | None
+
+
+def buffer_of(raw: bytes) -> Stray | None:
+    """The buffer (and time) of a value that failed to decode, when they can still be told.
 
     The tracker must know which buffer lost an event (see Tracker.missed). Best
     effort and deliberately lenient (any size, a leading BOM skipped); None when
@@ -156,9 +165,10 @@ def buffer_of(raw: bytes) -> tuple[str, str] | None:
         return None
     if not isinstance(generic, dict):
         return None
-    session, path = generic.get("session_id"), generic.get("path")
+    session, path, t = generic.get("session_id"), generic.get("path"), generic.get("time_ms")
     if isinstance(session, str) and isinstance(path, str) and session and path:
-        return session, path
+        ok = type(t) is int and t >= 0
+        return Stray(session, path, t if ok else None)
     return None
 
 

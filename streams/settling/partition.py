@@ -75,12 +75,13 @@ class PartitionSettler:
         except InvalidRecord as exc:
             # An event of this buffer we cannot read: its regions lose their voucher.
             # (An empty value or tombstone names no event, so nothing was missed.)
-            buffer = buffer_of(raw) if raw else None
-            if buffer is None and raw and key:
+            stray = buffer_of(raw) if raw else None
+            if stray is not None:
+                outcomes += self.tracker.missed(*stray)
+            elif raw and key:
                 session, sep, path = key.decode("utf-8", "replace").partition("\x1f")
-                buffer = (session, path) if sep else None
-            if buffer is not None:
-                outcomes += self.tracker.missed(*buffer)
+                if sep:
+                    outcomes += self.tracker.missed(session, path)
             letter = self._dead_letter(offset, key, raw, exc.reason, str(exc))
             return self._outputs(outcomes) + [letter]
         return self._outputs(outcomes)

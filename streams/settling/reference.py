@@ -48,8 +48,8 @@ def settle_records(
             outcomes = exc.outcomes
         except InvalidRecord as exc:
             result.invalid.append((position, exc.reason, str(exc)))
-            buffer = buffer_of(raw) if raw else None
-            outcomes = list(tracker.missed(*buffer)) if buffer is not None else []
+            stray = buffer_of(raw) if raw else None
+            outcomes = tracker.missed(*stray) if stray is not None else []
         result.examples.extend(with_production_kept_rate(o) for o in outcomes if isinstance(o, SettledExample))
     if flush:
         result.examples.extend(with_production_kept_rate(o) for o in tracker.flush() if isinstance(o, SettledExample))

@@ -128,6 +128,9 @@ class TrackerConfig:
     max_idle_buffers: int = 100_000
     #: at most this many request ids are remembered per buffer (oldest forgotten first)
     max_request_ids: int = 1_024
+    #: closed regions whose text is still followed through later edits, per buffer, so a
+    #: request from a stale snapshot of text that already settled is caught too
+    shadow_regions: int = 2
 
     def __post_init__(self) -> None:
         # Deadlines must lie strictly after the event that set them, or the
@@ -136,7 +139,7 @@ class TrackerConfig:
             raise ValueError("quiescence_ms and ttl_ms must be > 0")
         if self.lateness_ms < 0 or self.max_region_bytes < 0 or self.max_skew_ms < 0:
             raise ValueError("lateness_ms, max_skew_ms and max_region_bytes must be >= 0")
-        if self.memory_ms < 0 or self.max_idle_buffers < 0 or self.max_request_ids < 1:
+        if self.memory_ms < 0 or self.max_idle_buffers < 0 or self.max_request_ids < 1 or self.shadow_regions < 0:
             raise ValueError("memory bounds must be >= 0 (max_request_ids >= 1)")
         if self.boundary not in ("absorb", "exclusive"):
             raise ValueError(f"boundary must be 'absorb' or 'exclusive', not {self.boundary!r}")
@@ -232,13 +235,17 @@ class _Region:
 class _Buffer:
     """Per-buffer state: open regions, its clock, and bounded memory while idle."""
 
-    __slots__ = ("key", "encoding", "regions", "last_ms", "arrival_ms", "decided_until", "seen", "seen_order")
+    __slots__ = (
+        "key", "encoding", "regions", "shadows", "last_ms", "arrival_ms", "decided_until", "seen", "seen_order"
+    )
 
     def __init__(self, key: tuple[str, str], encoding: OffsetEncoding, last_ms: int, arrival_ms: int) -> None:
         self.key = key
         self.encoding = encoding
         #: open regions by request_id
         self.regions: dict[str, _Region] = {}
+        #: closed regions still followed through edits (text known, nothing emitted from them)
+        self.shadows: list[_Region] = []
         #: effective time of the latest event (the client clock, clamped to never run back)
         self.last_ms = last_ms
         #: that event's arrival on the partition clock (aligned, see Tracker._align)
@@ -368,19 +375,31 @@ class Tracker:
         self._forget_idle()
         return out
 
-    def missed(self, session_id: str, path: str) -> list[Dropped]:
+    def missed(self, session_id: str, path: str, time_ms: int | None = None) -> list[Outcome]:
         """A record of this buffer could not be read: its open regions can no longer be vouched for.
 
         The stream calls this for a value it could not decode (too large,
-        malformed) whose buffer it can still tell. The buffer re-anchors on
-        its next request.
+        malformed) whose buffer it can still tell. When its time is readable,
+        regions that time proves quiet settle first and the buffer's clock
+        moves as for any of its events. The buffer re-anchors on its next request.
         """
-        buf = self._buffers.get((session_id, path))
+        key = (session_id, path)
+        buf = self._buffers.get(key)
         out: list[Outcome] = []
-        if buf is not None and buf.regions:
-            self._drop_buffer(buf, "missed_edit", buf.last_ms, out)
-            out.sort(key=_outcome_order)
-        return out  # type: ignore[return-value]
+        if buf is None:
+            if time_ms is not None:
+                buf = self._buffers[key] = _Buffer(key, "utf-16", time_ms, self._align(time_ms))
+                self._went_idle(buf)
+            return out
+        t = buf.last_ms if time_ms is None or time_ms < buf.last_ms else time_ms
+        if time_ms is not None:
+            self._fire_buffer(buf, t, out)
+        self._drop_buffer(buf, "missed_edit", t, out)
+        out.sort(key=_outcome_order)
+        if time_ms is not None:
+            buf.last_ms = t
+            buf.arrival_ms = self._align(t)
+        return out
 
     def flush(self) -> list[Outcome]:
         """End of input: every open region meets its own fate (settle or ttl).
@@ -433,40 +452,63 @@ class Tracker:
                     raise InvalidEvent(
                         "replacement_reversed", f"replacement start {rep.start} > end {rep.end}"
                     )
-            if buf is not None and buf.regions:
-                survivors = [r for r in buf.regions.values() if r.fate_ms > t]
-                if survivors:
-                    if ev.encoding != buf.encoding:
+            if buf is not None and (buf.regions or buf.shadows):
+                if ev.encoding != buf.encoding:
+                    if any(r.fate_ms > t for r in buf.regions.values()):
                         raise InvalidEvent(
                             "encoding_mismatch",
                             f"event uses {ev.encoding}, buffer's open regions use {buf.encoding}",
                         )
-                    plan = _plan_edit(survivors, ev.replacements, buf.encoding, self.config.boundary == "absorb")
+                else:
+                    # Regions due before this edit settle without it, but as shadows they follow it.
+                    targets = [*buf.regions.values(), *buf.shadows]
+                    plan = _plan_edit(targets, ev.replacements, buf.encoding, self.config.boundary == "absorb")
         except InvalidEvent as exc:
             # A missed edit: what its own clock proves quiet settles, the rest
-            # can no longer be vouched for.
-            if buf is not None and buf.regions:
+            # can no longer be vouched for. Its time still happened to the buffer.
+            if buf is None:
+                buf = self._buffers[key] = _Buffer(key, ev.encoding, t, self._align(t))
+                self._went_idle(buf)
+            else:
                 out = exc.outcomes
                 self._fire_buffer(buf, t, out)
                 self._drop_buffer(buf, "missed_edit", t, out)
                 out.sort(key=_outcome_order)
+                buf.last_ms = t
+                buf.arrival_ms = self._align(t)
             raise
 
         # -- valid: commit --
         self.stats.events += 1
         if buf is None:
-            return []  # no request seen for this buffer (or forgotten): nothing to move
+            # No region to move, but its clock starts here: a request after a clock
+            # step back is clamped to this edit's time, as the buffer's own history says.
+            buf = self._buffers[key] = _Buffer(key, ev.encoding, t, self._align(t))
+            self._went_idle(buf)
+            return []
         out: list[Outcome] = []
         if t < buf.decided_until:
             self.stats.late_events += 1
         self._fire_buffer(buf, t, out)
         buf.last_ms = t
         buf.arrival_ms = arrival = self._align(t)
-        if plan is not None:
+        if plan is None:
+            buf.shadows.clear()  # another encoding: their offsets no longer apply
+        else:
             cap = self.config.max_region_bytes
             fate_after_edit = t + self.config.quiescence_ms
             origin = ev.origin
+            live = self._live
             for region, start, end, text, is_ascii, touched, size in plan:
+                if region.serial not in live:  # a shadow: follow the text, nothing else
+                    region.start = start
+                    region.end = end
+                    if touched:
+                        region.text = text
+                        region.ascii = is_ascii
+                        if size > cap and region in buf.shadows:
+                            buf.shadows.remove(region)
+                    continue
                 region.start = start
                 region.end = end
                 if touched:
@@ -527,14 +569,16 @@ class Tracker:
             size = len(text) if is_ascii else n if enc == "utf-8" else units_len(text, "utf-8")
         except OffsetError as exc:
             raise _invalid_from(exc, "cursor") from None
-        survivors: list[_Region] = []
-        if buf is not None and buf.regions:
-            survivors = [r for r in buf.regions.values() if r.fate_ms > t]
-            if survivors and enc != buf.encoding:
-                raise InvalidEvent(
-                    "encoding_mismatch",
-                    f"event uses {enc}, buffer's open regions use {buf.encoding}",
-                )
+        known: list[_Region] = []
+        if buf is not None and (buf.regions or buf.shadows):
+            if enc != buf.encoding:
+                if any(r.fate_ms > t for r in buf.regions.values()):
+                    raise InvalidEvent(
+                        "encoding_mismatch",
+                        f"event uses {enc}, buffer's open regions use {buf.encoding}",
+                    )
+            else:
+                known = [*buf.regions.values(), *buf.shadows]
 
         # -- valid: commit --
         self.stats.events += 1
@@ -551,7 +595,7 @@ class Tracker:
             buf.arrival_ms = arrival
         self._remember(buf, ev.request_id)
         rid = region_id(ev.session_id, ev.path, ev.request_id)
-        if survivors and _contradicts(start, end, text, is_ascii, survivors, enc):
+        if known and _contradicts(start, end, text, is_ascii, known, enc):
             # The request's snapshot and the tracker disagree about the same text:
             # one of them missed an edit, and nothing says which.
             self._drop_buffer(buf, "contradicted", t, out)
@@ -562,6 +606,8 @@ class Tracker:
             out.append(Dropped(rid, ev.request_id, "too_large", t, ev.session_id, ev.path))
         else:
             if not buf.regions:
+                if buf.encoding != enc:
+                    buf.shadows.clear()
                 buf.encoding = enc
                 self._idle.pop(key, None)
             r = _Region()
@@ -668,6 +714,8 @@ class Tracker:
             self._fire(region, out, True)
 
     def _drop_buffer(self, buf: _Buffer, reason: DropReason, t: int, out: list[Outcome]) -> None:
+        """Drop every open region; the buffer's text is no longer known (shadows go too)."""
+        buf.shadows.clear()
         for region in list(buf.regions.values()):
             self._remove(region)
             out.append(self._drop(region, reason, t))
@@ -705,6 +753,12 @@ class Tracker:
 
     def _fire(self, region: _Region, out: list[Outcome], confirmed: bool) -> None:
         self._remove(region)
+        limit = self.config.shadow_regions
+        if limit:
+            shadows = region.buffer.shadows
+            shadows.append(region)
+            if len(shadows) > limit:
+                del shadows[0]
         settle_ms = region.last_edit_ms + self.config.quiescence_ms
         if settle_ms > region.expire_ms:
             out.append(self._drop(region, "ttl", region.expire_ms))

@@ -12,9 +12,9 @@ removed later) shifts the open regions. Big hunks are pasted.
 The simulator checks itself. It keeps every buffer whole and, for each region,
 computes the expected outcome by whole-buffer replay: apply every edit to the
 full text, move the region by the tracker's boundary rule, cut it out when its
-quiet period ends (or drop it: TTL, size cap). It then runs the offline
-reference tracker (``settle_records``) on the events it wrote and counts
-matches, and checks that every buffer ends as the commit's blob.
+quiet period ends (or drop it: TTL, size cap). It then runs the region
+tracker on the events it wrote and counts matches, and checks that every
+buffer ends as the commit's blob.
 
 ``git`` is run as a subprocess (``git rev-list``, ``git diff``, ``git cat-file``).
 """
@@ -124,7 +124,7 @@ class GitSimReport:
             f"{self.commits} commits, {self.files} files, {self.hunks} hunks -> {self.events:,} edit and request "
             f"events (ticks not counted), {self.regions} regions requested",
             f"expected by whole-buffer replay: {exp}",
-            f"reference tracker: {self.settled} settled; matched {self.matched}, mismatched {self.mismatched}, "
+            f"region tracker: {self.settled} settled; matched {self.matched}, mismatched {self.mismatched}, "
             f"missing {self.missing}, unexpected {self.unexpected}; dropped: {drops}",
             f"buffers ending as the commit's blob: {self.buffers_equal_commit}/{self.buffers}",
             "self-check: " + ("OK" if self.ok else "FAILED"),
@@ -431,15 +431,22 @@ def generate(config: GitSimConfig) -> GitSimulation:
 
 
 def self_check(sim: GitSimulation, tracker: TrackerConfig) -> GitSimReport:
-    """Run the offline reference on the events and compare with the whole-buffer expectation."""
-    from settle.schemas.codecs import encode
-    from settle.streams.settling.reference import settle_records
+    """Run the region tracker on the events and compare with the whole-buffer expectation.
 
-    result = settle_records(((i, encode(e)) for i, e in enumerate(sim.events)), tracker)
+    The pure tracker, not the whole offline reference: what is checked is region
+    tracking; the safety pass that follows it in the stream (secret scrubbing,
+    excluded paths, caps) rewrites or drops examples on purpose.
+    """
+    from settle.streams.settling.tracker import Tracker
+
+    t = Tracker(tracker)
+    examples: list[SettledExample] = []
+    for position, event in enumerate(sim.events):
+        examples.extend(o for o in t.process(event, position) if isinstance(o, SettledExample))
     report = sim.report
-    got: dict[str, SettledExample] = {e.id: e for e in result.examples}
+    got: dict[str, SettledExample] = {e.id: e for e in examples}
     report.settled = len(got)
-    report.dropped = dict(result.tracker.stats.dropped_by_reason)
+    report.dropped = dict(t.stats.dropped_by_reason)
     for rid, r in sim.expected.items():
         ex = got.get(rid)
         if r.outcome == "settled":

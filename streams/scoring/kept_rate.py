@@ -99,7 +99,7 @@ def lcs_keep_masks(
     keep_a, keep_b = [False] * len(a), [False] * len(b)
     if not a or not b:
         return keep_a, keep_b
-    if list(a) == list(b):
+    if len(a) == len(b) and list(a) == list(b):
         return [True] * len(a), [True] * len(b)
     prefix = 0
     for x, y in zip(a, b):
@@ -148,6 +148,13 @@ def _nbytes(s: str) -> int:
     return len(s.encode("utf-8", "surrogatepass"))
 
 
+def _sizes(parts: list[str], text: str) -> list[int]:
+    """UTF-8 sizes of ``parts`` (of ``text``); an ASCII text's are its lengths."""
+    if text.isascii():
+        return list(map(len, parts))
+    return [len(u) if u.isascii() else _nbytes(u) for u in parts]
+
+
 def compute_kept_rate(base: str, candidate: str, reference: str) -> KeptRate:
     """Zed's ``compute_kept_rate(base, candidate, reference)`` (see the module docstring)."""
     if base == candidate == reference:
@@ -161,9 +168,7 @@ def compute_kept_rate(base: str, candidate: str, reference: str) -> KeptRate:
                         reference_deleted=0, kept=0, correctly_deleted=0, discarded=cand_new, context=0,
                         kept_rate=0.0, recall_rate=0.0)
     b_units, c_units, r_units = units(base), units(candidate), units(reference)
-    b_len = [_nbytes(u) for u in b_units]
-    c_len = [_nbytes(u) for u in c_units]
-    r_len = [_nbytes(u) for u in r_units]
+    b_len, c_len, r_len = _sizes(b_units, base), _sizes(c_units, candidate), _sizes(r_units, reference)
 
     c_in_base, base_in_c = lcs_keep_masks(c_units, b_units)
     r_in_base, base_in_r = lcs_keep_masks(r_units, b_units)

@@ -35,14 +35,12 @@ class TokenBucket:
 def parse_tokens(spec: str) -> dict[str, str]:
     """``client:token,client2:token2`` (commas or newlines) as {token: client}; ValueError when malformed."""
     tokens: dict[str, str] = {}
-    for part in spec.replace("\n", ",").split(","):
-        part = part.strip()
-        if not part or part.startswith("#"):
-            continue
+    entries = [p.strip() for p in spec.replace("\n", ",").split(",")]
+    for n, part in enumerate((p for p in entries if p and not p.startswith("#")), 1):
         client, sep, token = part.partition(":")
         client, token = client.strip(), token.strip()
-        if not sep or not client or not token:
-            raise ValueError(f"token entry {part.split(':')[0]!r}...: expected CLIENT:TOKEN")
+        if not sep or not client or not token:  # the entry itself may be a bare secret: never echo it
+            raise ValueError(f"token entry {n}: expected CLIENT:TOKEN")
         if token in tokens:
             raise ValueError(f"clients {tokens[token]!r} and {client!r} share a token")
         tokens[token] = client

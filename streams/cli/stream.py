@@ -55,7 +55,9 @@ def worker(
     ] = None,
     quiescence_ms: Annotated[Optional[int], typer.Option(min=1)] = None,
     lateness_ms: Annotated[Optional[int], typer.Option(min=0)] = None,
-    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port; 0 = off")] = 0,
+    metrics_port: Annotated[
+        Optional[int], typer.Option(help="serve Prometheus metrics on this port; 0 = off [env SETTLE_METRICS_PORT]")
+    ] = None,
     loglevel: Annotated[str, typer.Option()] = "warning",
 ) -> None:
     """Run a settle worker: `edits` in, `settled` and `dead-letter` out."""
@@ -69,10 +71,9 @@ def worker(
         quiescence_ms=quiescence_ms,
         lateness_ms=lateness_ms,
     )
-    if metrics_port:
-        from prometheus_client import start_http_server
+    from settle.streams.kafka.lag import serve_metrics
 
-        start_http_server(metrics_port)
+    serve_metrics(s, metrics_port, group_id=f"{s.group_prefix}-settle", topic="edits")
     sys.argv = [sys.argv[0]]  # faust's Worker parses argv of its own
     kafka_call(lambda: run_worker(s, loglevel=loglevel), s)
 
@@ -96,20 +97,21 @@ def scorer(
     seed: Seed = DEFAULTS.seed,
     adaptive: bool = True,
     policy: PolicyOpt = None,
-    metrics_port: Annotated[int, typer.Option(help="serve Prometheus metrics on this port; 0 = off")] = 0,
+    metrics_port: Annotated[
+        Optional[int], typer.Option(help="serve Prometheus metrics on this port; 0 = off [env SETTLE_METRICS_PORT]")
+    ] = None,
     loglevel: str = "warning",
 ) -> None:
     """Run a scoring worker: `settled` in, `scored` and `kept` out; hot-reloads published models."""
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
     from settle.streams.kafka.score_agent import ModelHolder, run_scorer
     from settle.streams.runtime.student import OnnxStudent
 
     s = settings_from(bootstrap=bootstrap, topic_prefix=prefix)
     config = scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
                              top_k, max_new_tokens, seed, adaptive, policy)
+    from settle.streams.kafka.lag import serve_metrics
+
+    serve_metrics(s, metrics_port, group_id=f"{s.group_prefix}-score", topic="settled")
     holder = ModelHolder(load_student(model), name, OnnxStudent)
     sys.argv = [sys.argv[0]]
     kafka_call(lambda: run_scorer(s, holder, config, loglevel=loglevel), s)

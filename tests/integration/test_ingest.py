@@ -322,7 +322,7 @@ def test_posted_telemetry_settles_with_kept_rates_exported_per_production_model(
     from settle.streams.settling.reference import settle_records
     from settle.streams.simulate import SimulationConfig, simulate
 
-    lines = [encode(e) for e in simulate(SimulationConfig(sessions=6, seed=5)) if not isinstance(e, Tick)]
+    lines = [encode(e) for e in simulate(SimulationConfig(sessions=3, seed=5)) if not isinstance(e, Tick)]
     reference = {e.id: e for e in settle_records(enumerate(lines), settings.tracker).examples}
     with_prediction = [e for e in reference.values() if e.production_prediction is not None]
     assert len(with_prediction) >= 5
@@ -341,7 +341,7 @@ def test_posted_telemetry_settles_with_kept_rates_exported_per_production_model(
         settled: dict = {}
         while len(settled) < len(reference):  # same partitions, same order per buffer: the reference's examples
             assert time.monotonic() < deadline and worker.alive, worker.log_tail()
-            settled = {e.id: e for e in (decode_settled(m.value) for m in asyncio.run(read_all(settings, SETTLED)))}
+            settled = {e.id: e for e in (decode_settled(m.value) for m in asyncio.run(read_all(settings, SETTLED, 0.5)))}
         time.sleep(1.0)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:

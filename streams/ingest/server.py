@@ -54,6 +54,7 @@ from settle.streams.ingest.limits import TokenBucket, client_of
 from settle.streams.kafka import prometheus as metrics
 from settle.streams.kafka.topics import ensure_topics
 from settle.streams.settings import DEAD_LETTER, EDITS, SETTLED, Settings
+from settle.streams.settling.safety import Safety
 
 log = logging.getLogger("settle.ingest")
 
@@ -80,6 +81,7 @@ class IngestServer:
     producer: AIOKafkaProducer | None = None
     join: RequestJoin = field(init=False)
     bucket: TokenBucket = field(init=False)
+    safety: Safety = field(init=False)
     _connector: asyncio.Task[None] | None = field(default=None, init=False)
     _ready_at: float = field(default=0.0, init=False)
     #: final answers to posts that carried an Idempotency-Key, by (client, key), oldest first
@@ -89,6 +91,7 @@ class IngestServer:
     def __post_init__(self) -> None:
         self.join = RequestJoin(self.config.join_max_entries, int(self.config.join_max_age_s * 1000))
         self.bucket = TokenBucket(self.config.rate_per_s, self.config.burst)
+        self.safety = Safety(self.settings.safety)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -375,11 +378,14 @@ class IngestServer:
             if joined is not None:
                 taken.append(joined)
             mapped = zed_settled.map_report(report, joined, now_ms)
+            if mapped.example is not None:  # excluded files, secrets, caps (streams/settling/safety.py)
+                safe = self.safety.apply(mapped.example)
+                mapped = zed_settled.Mapped("unsafe") if safe is None else zed_settled.Mapped("settled", safe)  # type: ignore[arg-type]
             outcomes[mapped.outcome] = outcomes.get(mapped.outcome, 0) + 1
             if mapped.example is not None:
                 settled.append((mapped.example, report.client_kept_rate()))
                 records.append((SETTLED, mapped.example.id.encode(), encode(mapped.example)))
-            elif mapped.outcome != "no_consent":  # without consent: stored nowhere, only counted
+            elif mapped.outcome not in ("no_consent", "unsafe"):  # without consent or unsafe: stored nowhere, only counted
                 raw = msgspec.json.encode(report)
                 records.append(self._dead_letter(route, client, _Rejected(position, mapped.outcome, mapped.error, raw),
                                                  key=report.request_id.encode()))
@@ -391,6 +397,11 @@ class IngestServer:
             return self._unavailable(route, exc)
         for outcome, count in outcomes.items():
             metrics.ZED_REPORTS.labels(outcome).inc(count)
+        for report in batch.predictions:
+            # Zed sends its kept-rate numbers (no text) with or without consent: the production view of every report
+            client_rate = report.client_kept_rate()
+            if client_rate is not None:
+                metrics.ZED_REPORTED_KEPT_RATE.labels(report.model_version or "unknown").observe(client_rate.kept_rate)
         for example, client_rate in settled:
             metrics.observe_kept_rate(example.production_model, example.production_kept_rate)
             if client_rate is not None and example.production_kept_rate is not None:

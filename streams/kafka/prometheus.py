@@ -56,6 +56,9 @@ EDIT_BYTES = Counter("settle_production_edit_bytes_total", "Bytes production pre
                      ["model_version"])
 ZED_KEPT_RATE_CHECKS = Counter("settle_zed_kept_rate_checks_total",
                                "Zed's client-computed kept rate vs settle's on the joined request", ["result"])
+ZED_REPORTED_KEPT_RATE = Histogram("settle_zed_reported_kept_rate",
+                                   "Kept rate Zed's client computed, every settled report (consent or not: numbers only)",
+                                   ["model_version"], buckets=_RATE_BUCKETS)
 
 
 def observe_kept_rate(model_version: str | None, rate: "KeptRate | None") -> None:

@@ -241,6 +241,8 @@ def test_a_zstd_zed_settled_batch_is_mapped_and_reports_without_consent_stay_out
         assert f'settle_production_kept_rate_count{{model_version="{model}"}} 1.0' in metrics_text
         assert 'settle_zed_kept_rate_checks_total{result="agrees"}' in metrics_text  # Zed's own figure matches
         assert 'result="differs"' not in metrics_text
+        # Zed's own numbers (no text) of all three reports, the one without consent included
+        assert 'settle_zed_reported_kept_rate_count{model_version="zeta-test"} 3.0' in metrics_text
 
     asyncio.run(main())
 

@@ -236,7 +236,8 @@ class _Buffer:
     """Per-buffer state: open regions, its clock, and bounded memory while idle."""
 
     __slots__ = (
-        "key", "encoding", "regions", "shadows", "last_ms", "arrival_ms", "decided_until", "seen", "seen_order"
+        "key", "encoding", "regions", "shadows", "shadow_log", "last_ms", "arrival_ms", "decided_until", "seen",
+        "seen_order",
     )
 
     def __init__(self, key: tuple[str, str], encoding: OffsetEncoding, last_ms: int, arrival_ms: int) -> None:
@@ -246,6 +247,8 @@ class _Buffer:
         self.regions: dict[str, _Region] = {}
         #: closed regions still followed through edits (text known, nothing emitted from them)
         self.shadows: list[_Region] = []
+        #: edits not yet applied to the shadows (applied when a request needs them: requests are rare)
+        self.shadow_log: list[list[Replacement]] = []
         #: effective time of the latest event (the client clock, clamped to never run back)
         self.last_ms = last_ms
         #: that event's arrival on the partition clock (aligned, see Tracker._align)
@@ -452,17 +455,15 @@ class Tracker:
                     raise InvalidEvent(
                         "replacement_reversed", f"replacement start {rep.start} > end {rep.end}"
                     )
-            if buf is not None and (buf.regions or buf.shadows):
-                if ev.encoding != buf.encoding:
-                    if any(r.fate_ms > t for r in buf.regions.values()):
+            if buf is not None and buf.regions:
+                survivors = [r for r in buf.regions.values() if r.fate_ms > t]
+                if survivors:
+                    if ev.encoding != buf.encoding:
                         raise InvalidEvent(
                             "encoding_mismatch",
                             f"event uses {ev.encoding}, buffer's open regions use {buf.encoding}",
                         )
-                else:
-                    # Regions due before this edit settle without it, but as shadows they follow it.
-                    targets = [*buf.regions.values(), *buf.shadows]
-                    plan = _plan_edit(targets, ev.replacements, buf.encoding, self.config.boundary == "absorb")
+                    plan = _plan_edit(survivors, ev.replacements, buf.encoding, self.config.boundary == "absorb")
         except InvalidEvent as exc:
             # A missed edit: what its own clock proves quiet settles, the rest
             # can no longer be vouched for. Its time still happened to the buffer.
@@ -492,23 +493,11 @@ class Tracker:
         self._fire_buffer(buf, t, out)
         buf.last_ms = t
         buf.arrival_ms = arrival = self._align(t)
-        if plan is None:
-            buf.shadows.clear()  # another encoding: their offsets no longer apply
-        else:
+        if plan is not None:
             cap = self.config.max_region_bytes
             fate_after_edit = t + self.config.quiescence_ms
             origin = ev.origin
-            live = self._live
             for region, start, end, text, is_ascii, touched, size in plan:
-                if region.serial not in live:  # a shadow: follow the text, nothing else
-                    region.start = start
-                    region.end = end
-                    if touched:
-                        region.text = text
-                        region.ascii = is_ascii
-                        if size > cap and region in buf.shadows:
-                            buf.shadows.remove(region)
-                    continue
                 region.start = start
                 region.end = end
                 if touched:
@@ -528,6 +517,12 @@ class Tracker:
                         out.append(self._drop(region, "too_large", t))
         if buf.regions:
             self._requeue(buf, t, arrival)
+        if buf.shadows:  # (regions due before this edit are shadows now: it applies to them too)
+            if ev.encoding != buf.encoding or len(buf.shadow_log) >= _MAX_SHADOW_LOG:
+                buf.shadows.clear()
+                buf.shadow_log.clear()
+            else:
+                buf.shadow_log.append(ev.replacements)
         if len(out) > 1:
             out.sort(key=_outcome_order)
         return out
@@ -578,6 +573,7 @@ class Tracker:
                         f"event uses {enc}, buffer's open regions use {buf.encoding}",
                     )
             else:
+                self._materialize(buf)
                 known = [*buf.regions.values(), *buf.shadows]
 
         # -- valid: commit --
@@ -608,6 +604,7 @@ class Tracker:
             if not buf.regions:
                 if buf.encoding != enc:
                     buf.shadows.clear()
+                    buf.shadow_log.clear()
                 buf.encoding = enc
                 self._idle.pop(key, None)
             r = _Region()
@@ -716,6 +713,7 @@ class Tracker:
     def _drop_buffer(self, buf: _Buffer, reason: DropReason, t: int, out: list[Outcome]) -> None:
         """Drop every open region; the buffer's text is no longer known (shadows go too)."""
         buf.shadows.clear()
+        buf.shadow_log.clear()
         for region in list(buf.regions.values()):
             self._remove(region)
             out.append(self._drop(region, reason, t))
@@ -755,7 +753,10 @@ class Tracker:
         self._remove(region)
         limit = self.config.shadow_regions
         if limit:
-            shadows = region.buffer.shadows
+            buf = region.buffer
+            if buf.shadow_log:
+                self._materialize(buf)
+            shadows = buf.shadows
             shadows.append(region)
             if len(shadows) > limit:
                 del shadows[0]
@@ -786,6 +787,30 @@ class Tracker:
                     edit_count=region.edit_count,
                 )
             )
+
+    def _materialize(self, buf: _Buffer) -> None:
+        """Apply the edits logged since the shadows were last brought up to date.
+
+        An edit that cannot be applied to them (it splits one of their
+        characters) means that text is no longer known: the shadows go.
+        """
+        log, shadows = buf.shadow_log, buf.shadows
+        if not log:
+            return
+        if shadows:
+            absorb = self.config.boundary == "absorb"
+            cap = self.config.max_region_bytes
+            try:
+                for reps in log:
+                    for r, start, end, text, is_ascii, touched, size in _plan_edit(shadows, reps, buf.encoding, absorb):
+                        r.start, r.end, r.text, r.ascii = start, end, text, is_ascii
+                        if touched and size > cap:
+                            shadows.remove(r)
+                    if not shadows:
+                        break
+            except InvalidEvent:
+                shadows.clear()
+        log.clear()
 
     def _count_drop(self, reason: DropReason) -> None:
         counts = self.stats.dropped_by_reason
@@ -821,6 +846,8 @@ def _contradicts(
 
 
 _PlanRow = tuple[_Region, int, int, str, bool, bool, int]
+#: edits logged for a buffer's shadows before they are dropped rather than followed further
+_MAX_SHADOW_LOG = 256
 
 
 def _plan_edit(

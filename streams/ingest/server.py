@@ -21,9 +21,13 @@ A thin shell around the pure parts (``bodies``, ``limits``, ``join``, ``zed_sett
 A 2xx is sent only after the broker acknowledged (``acks=all``) every record the
 post produced, dead letters included; otherwise 503 with ``Retry-After``, and a
 client that retries may deliver some records twice (the broker may have taken
-part of a post before failing). A post with an ``Idempotency-Key`` header whose
-first answer was final (2xx or 4xx) is answered again from memory on a retry,
-producing nothing (bounded; see ``IngestServer._idempotent``). Every record of one post carries one Kafka
+part of a post before failing). With an ``Idempotency-Key`` header a retry is
+exact as far as this process can know: a post whose first answer was final (2xx
+or 4xx) is answered again from memory, producing nothing, and a ``/v1/events``
+post refused part-way sends only the records the broker had not acknowledged
+(bounded memory; see ``IngestServer._idempotent``). Records whose
+acknowledgement was lost in a broker crash can still repeat: Tansu has no
+idempotent producer (``InitProducerId`` fails), so Kafka cannot dedupe them. Every record of one post carries one Kafka
 timestamp, the ingest wall clock, which the stream can use as event time.
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -58,11 +63,21 @@ from settle.streams.settling.safety import Safety
 
 log = logging.getLogger("settle.ingest")
 
+#: the (client, Idempotency-Key) of a keyed post, for its handler
+IDEMPOTENCY_SLOT = web.RequestKey("idempotency_slot", tuple)
+
 EVENTS_ROUTE, REQUESTS_ROUTE, SETTLED_ROUTE = "/v1/events", "/predict_edits/requests", "/predict_edits/settled"
 
 
 class Unavailable(Exception):
-    """The broker did not acknowledge in time (or is not connected yet)."""
+    """The broker did not acknowledge in time (or is not connected yet).
+
+    ``acked`` holds the indexes of the records the broker did acknowledge before the failure.
+    """
+
+    def __init__(self, message: str, acked: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.acked = acked
 
 
 @dataclass
@@ -87,6 +102,9 @@ class IngestServer:
     #: final answers to posts that carried an Idempotency-Key, by (client, key), oldest first
     _answers: OrderedDict[tuple[str, str], tuple[int, bytes]] = field(default_factory=OrderedDict, init=False)
     _in_flight: dict[tuple[str, str], asyncio.Future[tuple[int, bytes]]] = field(default_factory=dict, init=False)
+    #: keyed posts that failed part-way: (digest of the body, indexes of its records the broker acknowledged)
+    _partial: OrderedDict[tuple[str, str], tuple[bytes, frozenset[int]]] = field(default_factory=OrderedDict,
+                                                                                 init=False)
 
     def __post_init__(self) -> None:
         self.join = RequestJoin(self.config.join_max_entries, int(self.config.join_max_age_s * 1000))
@@ -152,25 +170,46 @@ class IngestServer:
 
     # -- delivery --------------------------------------------------------------------
 
-    async def deliver(self, records: list[tuple[str, bytes | None, bytes]], timestamp_ms: int) -> None:
-        """Produce (logical topic, key, value) records and wait until the broker acknowledged all of them."""
+    async def deliver(self, records: list[tuple[str, bytes | None, bytes]], timestamp_ms: int,
+                      skip: frozenset[int] = frozenset()) -> None:
+        """Produce (logical topic, key, value) records, except the indexes in ``skip``, and wait until the
+        broker acknowledged all of them; otherwise raise Unavailable naming the ones it did acknowledge."""
         if self.producer is None:
             raise Unavailable("not connected to the broker yet")
-        if not records:
-            return
         producer = self.producer
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.ack_timeout_s
+        futures: dict[int, asyncio.Future[Any]] = {}
 
-        async def send_all() -> None:
-            futures = [
-                await producer.send(self.settings.topic(topic), value=value, key=key, timestamp_ms=timestamp_ms)
-                for topic, key, value in records
-            ]
-            await asyncio.gather(*futures)
+        async def enqueue() -> None:
+            for i, (topic, key, value) in enumerate(records):
+                if i not in skip:
+                    futures[i] = await producer.send(self.settings.topic(topic), value=value, key=key,
+                                                     timestamp_ms=timestamp_ms)
 
+        error: BaseException | None = None
         try:
-            await asyncio.wait_for(send_all(), self.config.ack_timeout_s)
-        except Exception as exc:  # timeout, KafkaError: none of it is promised to the client
-            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+            await asyncio.wait_for(enqueue(), self.config.ack_timeout_s)  # send() waits for metadata
+        except Exception as exc:
+            error = exc
+        if error is None and futures:
+            # asyncio.wait, not gather: a failure must not cancel the other acknowledgements in flight
+            done, pending = await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
+            failed = next((f.exception() for f in done if f.exception() is not None), None)
+            if pending or failed is not None:
+                error = failed or asyncio.TimeoutError(f"no acknowledgement within {self.config.ack_timeout_s:g} s")
+        if error is None:
+            return
+        pending = {f for f in futures.values() if not f.done()}
+        if pending:  # what is already on its way may still be acknowledged: count it if so
+            await asyncio.wait(pending, timeout=1.0)
+        acked = frozenset(i for i, f in futures.items() if f.done() and not f.cancelled() and f.exception() is None)
+        for f in futures.values():  # retrieved here, so no "exception was never retrieved" later
+            if f.done() and not f.cancelled():
+                f.exception()
+            else:
+                f.add_done_callback(lambda f: f.cancelled() or f.exception())
+        raise Unavailable(f"{type(error).__name__}: {error}", acked | skip) from error
 
     def _dead_letter(self, route: str, client: str, rejected: _Rejected, key: bytes | None = None) -> tuple[str, bytes | None, bytes]:
         letter = DeadLetter(reason=rejected.reason, error=rejected.error, source_topic=f"http:{route}",
@@ -235,14 +274,15 @@ class IngestServer:
         """Answer a retried post (same client, same ``Idempotency-Key``) as the first time, producing nothing.
 
         Covers the retry of a post whose 2xx (or 4xx) answer was lost on the way. An answer of 5xx
-        or 429 is not remembered, so the retry does the work; if the broker took part of such a
-        post before failing, that part arrives twice (no Kafka transaction spans a post).
+        or 429 is not remembered, so the retry does the work; for ``/v1/events`` the records the
+        broker acknowledged before the failure are remembered too and not sent again.
         """
         key = request.headers.get("Idempotency-Key", "").strip()
         client = client_of(request.headers.get("Authorization"), self.tokens)
         if not key or client is None or len(key) > 256:
             return await handler(request)
         slot = (client, key)
+        request[IDEMPOTENCY_SLOT] = slot
         if slot in self._answers:
             status, body = self._answers[slot]
         elif slot in self._in_flight:
@@ -297,10 +337,25 @@ class IngestServer:
             records.append((EDITS, buffer_key(event.session_id, event.path).encode(), item.raw))
         accepted = len(records)
         records.extend(self._dead_letter(route, client, r) for r in rejected)
+        # A keyed retry of a post that failed part-way sends only what the broker did not acknowledge yet.
+        slot = request.get(IDEMPOTENCY_SLOT)
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        skip: frozenset[int] = frozenset()
+        if slot is not None and slot in self._partial:
+            seen, skip = self._partial[slot]
+            if seen != digest:
+                return self._error(route, 422, "idempotency_key_reused", "this Idempotency-Key came with another body")
         try:
-            await self.deliver(records, now_ms)
+            await self.deliver(records, now_ms, skip)
         except Unavailable as exc:
+            if slot is not None:
+                self._partial[slot] = (digest, exc.acked)
+                self._partial.move_to_end(slot)
+                while len(self._partial) > self.config.idempotency_keys:
+                    self._partial.popitem(last=False)
             return self._unavailable(route, exc)
+        if slot is not None:
+            self._partial.pop(slot, None)
         metrics.INGEST_RECORDS.labels(route, "accepted").inc(accepted)
         for r in rejected:
             metrics.INGEST_RECORDS.labels(route, r.reason).inc()

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from settle.streams.settling.safety import DEFAULT_EXCLUDED_GLOBS, SafetyPolicy
 from settle.streams.settling.tracker import TrackerConfig
 
 
@@ -59,6 +60,17 @@ class Settings:
     ssl_keyfile: str = ""
     ssl_password: str = field(default="", repr=False)
     ssl_check_hostname: bool = True
+    #: safe to keep (streams/settling/safety.py): globs of files never settled, added to
+    #: Zed's default exclusions (comma-separated, e.g. "**/*.secret,private/**")
+    excluded_globs: str = ""
+    #: replace secrets in every text field with <secret:TYPE> placeholders
+    scrub_secrets: bool = True
+    #: settled examples per session / per repository per cap window (event time); 0 = no cap
+    max_per_session: int = 2_000
+    max_per_repository: int = 20_000
+    cap_window_ms: int = 3_600_000
+    #: how long `dead-letter` keeps a rejected record (its raw bytes included); -1 = forever
+    dead_letter_retention_ms: int = 7 * 24 * 3_600_000
     #: Prometheus metrics port of workers, scorers and the trainer; 0 = off (--metrics-port overrides)
     metrics_port: int = 0
 
@@ -80,6 +92,17 @@ class Settings:
             max_skew_ms=self.max_skew_ms,
             memory_ms=self.memory_ms,
             max_idle_buffers=self.max_idle_buffers,
+        )
+
+    @property
+    def safety(self) -> SafetyPolicy:
+        extra = tuple(g.strip() for g in self.excluded_globs.split(",") if g.strip())
+        return SafetyPolicy(
+            excluded_globs=DEFAULT_EXCLUDED_GLOBS + extra,
+            scrub_secrets=self.scrub_secrets,
+            max_per_session=self.max_per_session,
+            max_per_repository=self.max_per_repository,
+            cap_window_ms=self.cap_window_ms,
         )
 
     @classmethod

@@ -91,7 +91,7 @@ def reference(
 
     s = settings_from(quiescence_ms=quiescence_ms, lateness_ms=lateness_ms)
     existing_file(file)
-    result = settle_records(read_lines(file), s.tracker, flush=flush)
+    result = settle_records(read_lines(file), s.tracker, flush=flush, safety=s.safety)
     if strict and result.invalid:
         lineno, _, message = result.invalid[0]
         raise fail(f"{file}:{lineno}: {message}")
@@ -105,7 +105,8 @@ def reference(
     err.print(
         f"{len(result.examples)} settled, dropped {dict(st.dropped_by_reason)}, "
         f"{st.late_events} late, {len(result.invalid)} invalid line(s), "
-        f"{result.tracker.open_regions()} still open",
+        f"{result.tracker.open_regions()} still open; safety dropped {dict(result.safety.dropped)}, "
+        f"scrubbed {dict(result.safety.scrubbed)}",
         markup=False,
     )
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from settle.schemas.jsonl import read_lines
-from settle.streams.cli.common import app, err, existing_file, fail
+from settle.streams.cli.common import app, err, existing_file, fail, settings_from
 
 _UNSAFE = set(' :~^?*[\\@{/<>|"')
 
@@ -28,6 +28,9 @@ def import_zed(
     """Import Zed `edit_prediction_cli` examples as settled candidates (score them with `settle score`)."""
     from settle.schemas.jsonl import write_records
     from settle.streams.formats.zed_examples import ZedFormatError, parse_json, parse_markdown, to_settled
+    from settle.streams.settling.safety import Safety
+
+    safety = Safety(settings_from().safety)
 
     examples = []
     problems = 0
@@ -47,14 +50,17 @@ def import_zed(
                 zed = load()
                 if not zed.name:
                     zed.name = file.stem if suffix != ".jsonl" else f"{file.stem}-{where.rsplit(':', 1)[1]}"
-                examples.append(to_settled(zed))
+                safe = safety.apply(to_settled(zed))  # excluded files, secrets, caps, as before `settled`
+                if safe is not None:
+                    examples.append(safe)
             except ZedFormatError as exc:
                 if strict:
                     raise fail(f"{where}: {exc}") from None
                 err.print(f"{where}: skipped: {exc}", markup=False)
                 problems += 1
     n = write_records(examples, sys.stdout.buffer if str(out) == "-" else out)
-    err.print(f"imported {n} example(s) as settled candidates, {problems} skipped", markup=False)
+    err.print(f"imported {n} example(s) as settled candidates, {problems} skipped; safety dropped "
+              f"{dict(safety.dropped)}, scrubbed {dict(safety.scrubbed)}", markup=False)
 
 
 @app.command("export-zed")

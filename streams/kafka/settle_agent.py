@@ -66,7 +66,8 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
 
     def fresh(partition: int) -> None:
         settlers[partition] = PartitionSettler(
-            partition, settings.tracker, source_topic=edits.get_topic_name(), record_time=settings.record_time
+            partition, settings.tracker, source_topic=edits.get_topic_name(), record_time=settings.record_time,
+            safety_policy=settings.safety,
         )
         pending[partition] = collections.deque()
 

@@ -13,10 +13,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from settle.streams.kafka.security import client_kwargs
-from settle.streams.settings import ALL_TOPICS, MODELS, Settings
+from settle.streams.settings import ALL_TOPICS, DEAD_LETTER, MODELS, Settings
 
 #: explicit configs: the embedded broker reports none for topics created without them
 TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
+
+
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """A topic's configs; `dead-letter` keeps its raw bytes only ``dead_letter_retention_ms`` (README: dead letters)."""
+    configs = dict(TOPIC_CONFIGS)
+    if name == DEAD_LETTER:
+        configs["retention.ms"] = str(settings.dead_letter_retention_ms)
+    return configs
 
 
 async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS) -> list[str]:
@@ -30,7 +38,7 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] = ALL_TOPICS)
                 name=settings.topic(n),
                 num_partitions=1 if n == MODELS else settings.partitions,
                 replication_factor=1,
-                topic_configs=dict(TOPIC_CONFIGS),
+                topic_configs=topic_configs(settings, n),
             )
             for n in names
             if settings.topic(n) not in existing

@@ -15,6 +15,7 @@ from settle.schemas.events import Tick
 from settle.schemas.examples import DeadLetter, SettledExample
 
 from settle.streams.scoring.kept_rate import with_production_kept_rate
+from settle.streams.settling.safety import Safety, SafetyPolicy
 from settle.streams.settling.tracker import Dropped, InvalidEvent, Outcome, Tracker, TrackerConfig
 
 
@@ -44,9 +45,13 @@ class PartitionSettler:
     dead_letters: dict[str, int] = field(default_factory=dict, init=False)
     #: settled examples with a production kept rate since the metrics last drained this
     kept_rates: list[SettledExample] = field(default_factory=list, init=False)
+    #: what an example must pass before `settled` (exclusions, secrets, caps; streams/settling/safety.py)
+    safety_policy: SafetyPolicy = field(default_factory=SafetyPolicy)
+    safety: Safety = field(init=False)
 
     def __post_init__(self) -> None:
         self.tracker = Tracker(self.config)
+        self.safety = Safety(self.safety_policy)
 
     def handle(
         self, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None
@@ -90,7 +95,9 @@ class PartitionSettler:
         out: list[Output] = []
         for outcome in outcomes:
             if isinstance(outcome, SettledExample):
-                outcome = with_production_kept_rate(outcome)
+                outcome = self.safety.apply(with_production_kept_rate(outcome))
+                if outcome is None:  # excluded file or over a cap: counted in safety.dropped
+                    continue
                 if outcome.production_kept_rate is not None:
                     self.kept_rates.append(outcome)
                 out.append(Output("settled", outcome.id.encode(), encode(outcome)))

@@ -114,7 +114,7 @@ def train(
     import logging
 
     from settle.streams.kafka import prometheus as metrics
-    from settle.trainer.finetune.loop import FinetuneConfig
+    from settle.trainer.finetune.config import FinetuneConfig
     from settle.trainer.job import TrainConfig, train_once
     from settle.trainer.schedule import Schedule
 

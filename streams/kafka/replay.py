@@ -80,6 +80,14 @@ class ReplayReport:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
+def settler_options(settings: Settings) -> dict[str, object]:
+    """The PartitionSettler options the live settle agent derives from settings (where this version has them)."""
+    options: dict[str, object] = {}
+    if hasattr(type(settings), "safety"):
+        options["safety_policy"] = settings.safety  # type: ignore[attr-defined]
+    return options
+
+
 def replay_group(settings: Settings, name: str) -> str:
     """The replay's own consumer group: never one a live worker uses."""
     return f"{settings.group_prefix}-replay-{name}"
@@ -199,7 +207,8 @@ async def replay_edits(
             if plan.end is not None and plan.start >= plan.end:
                 continue  # nothing of this partition is in the span
             settlers[plan.partition] = SpanSettler(plan.partition, plan.start, plan.end, cfg, source_topic=name,
-                                                   record_time=bool(getattr(settings, "record_time", False)))
+                                                   record_time=bool(getattr(settings, "record_time", False)),
+                                                   settler_options=settler_options(settings))
             consumer.seek(tp, plan.warm)
             active.add(tp)
         consumer.pause(*[TopicPartition(name, p.partition) for p in plans

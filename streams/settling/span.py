@@ -24,6 +24,12 @@ Boundary rule (what a replay of the span ``[start, end)`` emits)
   regions stay undecided and are counted, not emitted: the live run had not
   settled them either.
 
+What the settle worker does after tracking (its safety pass: secret scrubbing,
+excluded paths, per-source caps) runs here too, with the worker's settings. Its
+caps count per worker (a restarted live worker starts them afresh), so they
+count here from the warm-up on: a replay can differ from the live run only where
+a source hit its cap in the window around the span's start.
+
 For regions inside the span this yields, byte for byte, what the live worker
 produced, because both run the same tracker over the same records from a point
 where no older state matters (the live worker itself restarts from its committed
@@ -95,6 +101,8 @@ class SpanSettler:
     agent: str = "settle"
     #: run the partition clock on record timestamps, as the live worker does under the same setting
     record_time: bool = False
+    #: further PartitionSettler options, as the live worker passes them (e.g. its safety policy)
+    settler_options: dict[str, object] = field(default_factory=dict)
     settler: PartitionSettler = field(init=False)
     #: ids of regions born outside the span: tracked, never emitted
     outside: set[str] = field(default_factory=set, init=False)
@@ -105,8 +113,9 @@ class SpanSettler:
     last_offset: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        extra = {}
-        if self.record_time and "record_time" in {f.name for f in dataclasses.fields(PartitionSettler)}:
+        known = {f.name for f in dataclasses.fields(PartitionSettler) if f.init}
+        extra = {k: v for k, v in self.settler_options.items() if k in known}
+        if self.record_time and "record_time" in known:
             extra["record_time"] = True
         self.settler = PartitionSettler(self.partition, self.config, source_topic=self.source_topic,
                                         agent=self.agent, **extra)

@@ -1,10 +1,13 @@
 """Every kind of settle client over real TLS, with the CA from SETTLE_SSL_CAFILE.
 
-Tansu 0.6.0 (the embedded broker) cannot serve TLS or SASL itself here: its `--cert`
-and `--key` options are mutually exclusive and `--cert` alone leaves the listener in
-plaintext; `--authentication` keeps users in the storage engine, the memory engine
-refuses `tansu user create` once authentication is on, and the persistent engines
-(postgres, libsql, slatedb) are not compiled into this binary (`FeatureNotEnabled`).
+Tansu 0.6.0 (the embedded broker) cannot serve TLS or SASL itself here, tried on
+2026-11-29: its `--cert` and `--key` options are mutually exclusive and `--cert` alone
+(certificate and key in one PEM) leaves the listener in plaintext. With `--authentication`
+on, `tansu user create` is refused (NotAuthenticated); created on a broker without it,
+the user is not persisted (the memory engine; on the s3 engine over moto the bucket stays
+empty) and an authenticating broker on the same storage answers SCRAM with
+`e=unknown-user`; the postgres, libsql and slatedb engines are not compiled into this
+binary (`FeatureNotEnabled`).
 So TLS is terminated in front of it, as a load balancer or stunnel would: Tansu
 advertises the terminator's port, every client speaks TLS to it and must verify the
 broker's certificate against the test CA. SASL is covered by the builders' tests.

@@ -38,7 +38,7 @@ import hashlib
 import heapq
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Union
+from typing import Any, Iterable, Literal, Union
 
 from settle.schemas.events import (
     BufferEdited,
@@ -232,6 +232,18 @@ class _Region:
     edit_count: int
 
 
+class _Shadow:
+    """What is left of a closed region: its span and text, followed through later edits."""
+
+    __slots__ = ("start", "end", "text", "ascii")
+
+    def __init__(self, start: int, end: int, text: str, is_ascii: bool) -> None:
+        self.start = start
+        self.end = end
+        self.text = text
+        self.ascii = is_ascii
+
+
 class _Buffer:
     """Per-buffer state: open regions, its clock, and bounded memory while idle."""
 
@@ -246,7 +258,7 @@ class _Buffer:
         #: open regions by request_id
         self.regions: dict[str, _Region] = {}
         #: closed regions still followed through edits (text known, nothing emitted from them)
-        self.shadows: list[_Region] = []
+        self.shadows: list[_Shadow] = []
         #: edits not yet applied to the shadows (applied when a request needs them: requests are rare)
         self.shadow_log: list[list[Replacement]] = []
         #: effective time of the latest event (the client clock, clamped to never run back)
@@ -564,7 +576,7 @@ class Tracker:
             size = len(text) if is_ascii else n if enc == "utf-8" else units_len(text, "utf-8")
         except OffsetError as exc:
             raise _invalid_from(exc, "cursor") from None
-        known: list[_Region] = []
+        known: list[_Region | _Shadow] = []
         if buf is not None and (buf.regions or buf.shadows):
             if enc != buf.encoding:
                 if any(r.fate_ms > t for r in buf.regions.values()):
@@ -757,7 +769,7 @@ class Tracker:
             if buf.shadow_log:
                 self._materialize(buf)
             shadows = buf.shadows
-            shadows.append(region)
+            shadows.append(_Shadow(region.start, region.end, region.text, region.ascii))
             if len(shadows) > limit:
                 del shadows[0]
         settle_ms = region.last_edit_ms + self.config.quiescence_ms
@@ -823,7 +835,7 @@ class Tracker:
 
 
 def _contradicts(
-    start: int, end: int, text: str, is_ascii: bool, survivors: list[_Region], enc: OffsetEncoding
+    start: int, end: int, text: str, is_ascii: bool, survivors: list[_Region | _Shadow], enc: OffsetEncoding
 ) -> bool:
     """Whether a request's text disagrees with an open region's text where their spans overlap."""
     for r in survivors:
@@ -845,13 +857,13 @@ def _contradicts(
     return False
 
 
-_PlanRow = tuple[_Region, int, int, str, bool, bool, int]
+_PlanRow = tuple[Any, int, int, str, bool, bool, int]  # (_Region or _Shadow, ...)
 #: edits logged for a buffer's shadows before they are dropped rather than followed further
 _MAX_SHADOW_LOG = 256
 
 
 def _plan_edit(
-    survivors: list[_Region], reps: list[Replacement], enc: OffsetEncoding, absorb: bool = True
+    survivors: list[_Region] | list[_Shadow], reps: list[Replacement], enc: OffsetEncoding, absorb: bool = True
 ) -> list[_PlanRow]:
     """Compute every survivor's span and text after ``reps`` without touching it.
 

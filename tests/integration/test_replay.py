@@ -10,6 +10,7 @@ and a re-score with a second model version must equal the offline scorer.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -74,17 +75,29 @@ def _wait_for(settings: Settings, topic: str, want: int, workers: list[WorkerPro
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    import os
-
     env = {**os.environ, **settings_env(settings)}
     return subprocess.run([sys.executable, "-m", "settle.streams.cli", *args], env=env, capture_output=True,
                           text=True, timeout=120)
 
 
+@pytest.fixture(scope="module")
+def live_settings(broker, tmp_path_factory: pytest.TempPathFactory) -> Settings:  # type: ignore[no-untyped-def]
+    """Topics and groups of this module's own: one live run serves every test here."""
+    n = f"{os.getpid()}-replay"
+    return Settings(bootstrap=broker.bootstrap, topic_prefix=f"t{n}.", group_prefix=f"g{n}",
+                    data_dir=tmp_path_factory.mktemp("worker"), partitions=4)
+
+
 @pytest.fixture
-def live_run(settings: Settings, tmp_path: Path, bootstrapped_student: Path):  # type: ignore[no-untyped-def]
+def settings(live_settings: Settings) -> Settings:
+    return live_settings
+
+
+@pytest.fixture(scope="module")
+def live_run(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory, bootstrapped_student: Path):  # type: ignore[no-untyped-def]
     """A live settle worker and scorer over a simulated span; yields what they wrote."""
-    events = simulate(SimulationConfig(sessions=6, seed=21))
+    settings, tmp_path = live_settings, tmp_path_factory.mktemp("live")
+    events = simulate(SimulationConfig(sessions=4, seed=21))
     lines = [encode(e) for e in events]
     times = [e.time_ms for e in events]
     reference = {e.id: e for e in settle_records(enumerate(lines), settings.tracker).examples}

@@ -41,15 +41,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=50, help="0: the whole vocabulary")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both (0: defaults)")
-    p.add_argument("--engines", default="hf,ort", help="comma list of hf, ort")
+    p.add_argument("--engines", default="hf,ort", help="comma list of hf, ort, ort-padded (one padded run "
+                   "per batch: not batch-invariant, the CUDA default)")
     p.add_argument("--workdir", default=None, help="keep model + export here (reused if present)")
     return p.parse_args(argv)
 
 
 def _prepare(a: argparse.Namespace, work: Path) -> tuple[Path, Path, str]:
     """Build the random-weight student and its ONNX export (reused when already there)."""
-    from settle.trainer.student.export import export_onnx
     from settle.trainer.student.build import build_student
+    from settle.trainer.student.export import export_onnx
 
     weights = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[a.dtype]
     model_dir = work / f"model-{a.shape}-{a.dtype}"
@@ -112,8 +113,10 @@ def run_hf(a: argparse.Namespace, model_dir: Path, prompts: np.ndarray) -> float
         return time.perf_counter() - t
 
 
-def run_ort(a: argparse.Namespace, onnx_dir: Path, prompts: np.ndarray) -> tuple[float, str]:
-    """Seconds for the ONNX sampler over the same examples; also says which provider ran."""
+def run_ort(a: argparse.Namespace, onnx_dir: Path, prompts: np.ndarray, batch_invariant: bool | None = None
+            ) -> tuple[float, str]:
+    """Seconds for the ONNX sampler over the same examples; also says which provider ran.
+    ``batch_invariant``: the sampler's default (None: a run per example on CPU), or forced."""
     import onnxruntime as ort
 
     from settle.streams.runtime.sampler import Sampler
@@ -122,7 +125,8 @@ def run_ort(a: argparse.Namespace, onnx_dir: Path, prompts: np.ndarray) -> tuple
     if a.threads:
         opts.intra_op_num_threads = a.threads
     providers = None if a.device == "cuda" else ["CPUExecutionProvider"]  # None: CUDA if built
-    sampler = Sampler(onnx_dir, providers=providers, session_options=opts, prefill_cache_size=0)
+    sampler = Sampler(onnx_dir, providers=providers, session_options=opts, prefill_cache_size=0,
+                      batch_invariant=batch_invariant)
     used = sampler.session.get_providers()[0]
     if a.device == "cuda" and used != "CUDAExecutionProvider":
         raise SystemExit("ONNX Runtime has no CUDA provider here: install onnxruntime-gpu")
@@ -138,9 +142,10 @@ def run_ort(a: argparse.Namespace, onnx_dir: Path, prompts: np.ndarray) -> tuple
     expected = len(prompts) * a.k * a.new_tokens
     assert st.sampled_tokens == expected, (st, expected)
     where = f"{used}{' + I/O binding' if sampler.io_binding else ''}"
+    how = "batch-invariant: a run per example" if sampler.batch_invariant else "one padded run per batch"
     return dt, (
-        f"{where}; prefill {st.prefill_s:.2f}s ({st.prefill_runs} runs), decode graph "
-        f"{st.decode_s:.2f}s ({st.decode_steps} steps), numpy sampling {st.sample_s:.2f}s"
+        f"{where}, {how}; prefill {st.prefill_s:.2f}s ({st.prefill_runs} runs), decode graph "
+        f"{st.decode_s:.2f}s ({st.decode_steps} steps, {st.decode_runs} runs), numpy sampling {st.sample_s:.2f}s"
     )
 
 
@@ -174,6 +179,9 @@ def _report(a: argparse.Namespace, times: dict[str, tuple[float, int]], notes: l
             cells.append(f"{per_example['HF generate'] / per_example['ONNX sampler']:.2f}x" if ratio else "")
         table.add_row(label, *cells)
     Console().print(table)
+    if "HF generate" in times and "ONNX sampler, padded" in times:
+        print(f"ONNX sampler, padded: {per_example['HF generate'] / per_example['ONNX sampler, padded']:.2f}x "
+              "HF generate")
     for note in notes:
         print(note)
 
@@ -199,6 +207,10 @@ def main(argv: list[str] | None = None) -> None:
             seconds, used = run_ort(a, onnx_dir, prompts)
             times["ONNX sampler"] = (seconds, len(prompts))
             notes.append(f"ONNX sampler ({ort_dtype} graph): {used}")
+        if "ort-padded" in engines:
+            seconds, used = run_ort(a, onnx_dir, prompts, batch_invariant=False)
+            times["ONNX sampler, padded"] = (seconds, len(prompts))
+            notes.append(f"ONNX sampler, padded ({ort_dtype} graph): {used}")
         _report(a, times, notes)
     finally:
         if not a.workdir:

@@ -5,9 +5,12 @@ student's own stop tokens (samples end at ``<|editable_region_end|>`` at scatter
 samples per example, adaptive k off so that every source draws exactly k samples per example.
 Sources, on the same examples in the same run:
 
-1. the ONNX sampler (shared prompt cache, finished rows dropped from the batch),
+1. the ONNX sampler (shared prompt cache, finished rows dropped from the batch; batch-invariant
+   on CPU: one graph run per example per step, no padding),
 2. the same sampler with dropping off,
-3. ``generate(do_sample=True, num_return_sequences=k)`` with the same stop tokens, temperature,
+3. the same sampler with one padded run for the whole batch (``padded``: not batch-invariant;
+   what the sampler did before, and still does on CUDA),
+4. ``generate(do_sample=True, num_return_sequences=k)`` with the same stop tokens, temperature,
    top-k and top-p (transformers keeps a finished row in the batch until all rows finish).
 
 Draws differ between the sampler and ``generate`` (different random streams), so sampled token
@@ -50,6 +53,7 @@ class HFSource:
         self.stop_ids = list(onnx_student.sampler.stop_token_ids)
         self.pad = onnx_student.sampler.pad_token_id
         self.model_name, self.model_version = "hf-generate", onnx_student.model_version
+        self.batch_invariant = False  # padded batches
         self.sampled_tokens = 0
         self.per_call = per_call  # prompts per generate call (left-padded together)
 
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache", type=Path, default=Path("var/cache"))
     ap.add_argument("--student", type=Path, default=None, help="model directory (default: the cached bootstrap)")
-    ap.add_argument("--engines", default="compact,full,hf", help="comma list of compact, full, hf")
+    ap.add_argument("--engines", default="compact,full,padded,hf", help="comma list of compact, full, padded, hf")
     ap.add_argument("--peer-batch", type=int, default=1, help="prompts per HF generate call (padded together)")
     a = ap.parse_args(argv)
 
@@ -123,12 +127,15 @@ def main(argv: list[str] | None = None) -> None:
     rows: dict[str, tuple[float, int, str]] = {}
     for engine in engines:
         onnx = OnnxStudent(student)
-        if engine in ("compact", "full"):
-            onnx.sampler.compact = engine == "compact"
+        if engine in ("compact", "full", "padded"):
+            onnx.sampler.compact = engine != "full"
+            onnx.sampler.batch_invariant = engine != "padded"
             seconds = _run(onnx, examples, config, a.batch)
             st = onnx.sampler.stats
-            name = f"ONNX sampler ({'drops finished rows' if onnx.sampler.compact else 'keeps them'})"
-            rows[name] = (seconds, st.sampled_tokens, f"{st.row_steps} row-steps, {st.compactions} drops")
+            how = "drops finished rows" if onnx.sampler.compact else "keeps them"
+            how += ", a run per example" if onnx.sampler.batch_invariant else ", one padded run per batch"
+            rows[f"ONNX sampler ({how})"] = (
+                seconds, st.sampled_tokens, f"{st.row_steps} row-steps, {st.decode_runs} runs, {st.compactions} drops")
         elif engine == "hf":
             hf = HFSource(student / "hf", onnx, a.peer_batch)
             seconds = _run(hf, examples, config, a.batch)

@@ -104,7 +104,8 @@ class ScoredExample(Struct, frozen=True, kw_only=True):
     """A settled example with the student's samples, their distances and the decision.
 
     Deterministic for a given model version and seed, so a re-scored example
-    after a crash is a byte-identical repeat.
+    after a crash is a byte-identical repeat; where ``batch_invariant`` is True that
+    holds whatever batch either was scored in.
     """
 
     v: Literal[1] = 1
@@ -130,3 +131,11 @@ class ScoredExample(Struct, frozen=True, kw_only=True):
     #: tokens kept per step before top-p; 0 = the whole vocabulary (records before top-k: 0)
     top_k: int = 0
     max_new_tokens: int = 0
+    #: True: the samples did not depend on the batch the example was scored in (ONNX Runtime on
+    #: CPU decodes each example with shapes of its own), so a repeat of this example with the same
+    #: model version and seed (a replay, a re-score after a crash) is a byte-identical record.
+    #: False: the backend does not promise it (CUDA: kernels pick algorithms by batch shape; also
+    #: every record from before this field): a repeat can draw other samples and, near a band
+    #: edge, decide otherwise. Consumers dedupe on id and keep the first record, so such a
+    #: repeat never contradicts a decision already on `kept`.
+    batch_invariant: bool = False

@@ -19,6 +19,23 @@ and examples are dropped on the device too (``gather.onnx``). The prefixes make 
 call. The same binding code runs on CPU when asked for
 (``io_binding=True``), which is how it is tested without a GPU.
 
+Batch invariance (``batch_invariant``, on by default except on CUDA): an example's samples are
+the same bits whatever batch it is sampled in and whichever rows finish beside it. Padding a
+prefix to its batch's longest prompt changes the length of the reductions over it (the
+ReduceSum of the softmax normaliser, the MatMul over the prefix values), and with it the kernels'
+summation order, so the logits' last bits depended on the neighbours, and now and then a draw
+near a tie did too (bootstrap student: one prompt padded by a single position moved its logits
+by ~5e-6; 2 of 402 scored examples changed between batches of 1, 3, 5, 7 and 16). Invariant, each
+example is decoded by graph runs of its *own*: its prefix exactly its prompt's cache (never
+padded), its rows exactly its own live rows, the suffix as long as the step. Every shape its values
+flow through is then a function of the example alone, and so is every kernel's choice of
+algorithm and summation order. What grows is the run count (one per live example per step; a
+run's fixed cost is ~0.1-0.3 ms on CPU for the small students), while no example pays for a
+neighbour's longer prompt any more. On CUDA the default stays one padded run for the whole batch:
+GPU kernels pick algorithms by shape, and a run per example would leave the device idle, so
+invariance is not promised there; ``batch_invariant`` says which a sampler gives, and the scorer
+records it.
+
 Graph contract: ``settle.streams.contracts.student_dir``.
 """
 
@@ -26,9 +43,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,13 +68,28 @@ class SamplerStats:
     prefill_runs: int = 0
     prefill_tokens: int = 0
     prefill_cache_hits: int = 0
-    decode_steps: int = 0
+    decode_steps: int = 0  # iterations of the decode loop that ran the graph
+    decode_runs: int = 0  # graph runs for them: one per step, or one per live example per step (invariant)
     row_steps: int = 0  # rows computed, summed over decode steps (sampled_tokens / this = useful share)
     compactions: int = 0  # times finished rows were dropped from a running batch
     sampled_tokens: int = 0
     prefill_s: float = 0.0  # graph time, prefill runs
     decode_s: float = 0.0  # graph time, decode steps (incl. I/O binding transfers)
     sample_s: float = 0.0  # numpy time picking tokens
+
+
+@dataclass
+class _Run:
+    """Examples decoding together, one graph run per step: all of a call's, or one (invariant)."""
+
+    prefix: list  # per prefix name [E, H, P, D]: numpy, or OrtValues under I/O binding
+    prefix_mask: np.ndarray  # [E, P]
+    past: list  # per past name [rows, H, T, D]
+    live: np.ndarray  # [rows] the call's row index of each row in the run
+    positions: np.ndarray  # [rows] prompt length of each row's example
+    done: np.ndarray  # [rows] finished (kept only as filler)
+    values: np.ndarray  # [rows, K] top logits for the next token, descending
+    ids: np.ndarray  # [rows, K] their token ids
 
 
 def default_providers() -> list:
@@ -137,12 +170,15 @@ class Sampler:
         prefill_cache_size: int = 8,
         prefill_cache_bytes: int = 1 << 30,
         compact: bool = True,
+        batch_invariant: bool | None = None,
     ) -> None:
         """``providers`` default: CUDA when this ORT build has it, else CPU. ``io_binding``
         default: on iff the session runs on CUDA. The prefill memo holds at most
         ``prefill_cache_size`` prompts and ``prefill_cache_bytes`` of host cache (a 1500-token
         prompt of a 0.5B fp16 student is ~18 MB). ``compact``: drop finished rows from the running
-        batch (results are the same either way; see ``sample``)."""
+        batch (results are the same either way; see ``sample``). ``batch_invariant``: decode
+        each example in graph runs of its own, so that its samples do not depend on its batch
+        (module doc); default on, except on CUDA."""
         import onnxruntime as ort
 
         self.dir = Path(onnx_dir)
@@ -174,6 +210,7 @@ class Sampler:
         self.prefill_cache_held = 0  # bytes in the memo now
         self._tokenizer = None
         self.compact = compact
+        self.batch_invariant = not on_cuda if batch_invariant is None else batch_invariant
         self._gatherer = None  # gather.onnx's session, opened on first use
 
     def _kv(self, rows: int, length: int) -> np.ndarray:
@@ -225,9 +262,9 @@ class Sampler:
         return [OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), self.device, 0) for a in arrays]
 
     def _decode(self, small: dict[str, np.ndarray], prefix: list, past: list) -> tuple[np.ndarray, np.ndarray, list]:
-        """One step: top-k (values, ids) [N, K] on the host and the new suffix cache (kept on the
-        device under I/O binding, numpy otherwise)."""
-        self.stats.decode_steps += 1
+        """One graph run: top-k (values, ids) [N, K] on the host and the new suffix cache (kept on
+        the device under I/O binding, numpy otherwise)."""
+        self.stats.decode_runs += 1
         t = time.perf_counter()
         try:
             return self._decode_run(small, prefix, past)
@@ -291,6 +328,36 @@ class Sampler:
             prefix, prefix_mask = self._gather(prefix, keep), prefix_mask[keep]
         return prefix, self._gather(past, rows), prefix_mask, rows
 
+    def _start_run(self, pre: list, members: list[int], k: int) -> _Run:
+        """The decode state of the examples ``members`` (indices into the call's prompts), which
+        then share one graph run per step: their prefixes (one example's is its prompt's cache
+        as it is; several are left-padded to the longest), no past yet, k rows each."""
+        caches = [pre[i][2] for i in members]
+        lengths = np.array([c[0].shape[2] for c in caches])
+        if len(members) == 1:
+            prefix = list(caches[0])  # the memo's arrays, read, never written
+            prefix_mask = np.ones((1, int(lengths[0])), np.int64)
+        else:
+            width = int(lengths.max())
+            prefix = []
+            for layer in range(len(self.prefix_names)):
+                stacked = self._kv(len(members), width)
+                for i, cache in enumerate(caches):
+                    stacked[i, :, width - cache[layer].shape[2]:] = cache[layer][0]
+                prefix.append(stacked)
+            prefix_mask = (np.arange(width)[None, :] >= (width - lengths)[:, None]).astype(np.int64)
+        rows = len(members) * k
+        return _Run(
+            prefix=self._upload(prefix),
+            prefix_mask=prefix_mask,
+            past=[self._kv(rows, 0)] * len(self.past_names),
+            live=(np.asarray(members)[:, None] * k + np.arange(k)).ravel(),
+            positions=np.repeat(lengths, k).astype(np.int64),
+            done=np.zeros(rows, bool),
+            values=np.repeat(np.stack([pre[i][0] for i in members]), k, axis=0),
+            ids=np.repeat(np.stack([pre[i][1] for i in members]), k, axis=0),
+        )
+
     # -- public API -------------------------------------------------------------------------
 
     def sample(
@@ -333,61 +400,58 @@ class Sampler:
         rngs = [np.random.default_rng(s) for s in seeds] if seeds is not None else None
         stops = np.asarray(self.stop_token_ids if stop_token_ids is None else list(stop_token_ids))
         pre = [self._prefill(p, cut) for p in prompts]
-        lengths = np.array([len(p) for p in prompts])
-        n, width = len(prompts) * k, int(lengths.max())
-
-        # Prefixes: each prompt's cache once, left-padded to the longest prompt of the call.
-        prefix = []
-        for layer in range(len(self.prefix_names)):
-            stacked = self._kv(len(pre), width)
-            for i, (_, _, cache) in enumerate(pre):
-                stacked[i, :, width - cache[layer].shape[2]:] = cache[layer][0]
-            prefix.append(stacked)
-        prefix = self._upload(prefix)
-        prefix_mask = (np.arange(width)[None, :] >= (width - lengths)[:, None]).astype(np.int64)
-        past: list = [self._kv(n, 0)] * len(self.past_names)
-        positions = np.repeat(lengths, k).astype(np.int64)
-        values = np.repeat(np.stack([v for v, _, _ in pre]), k, axis=0)
-        ids = np.repeat(np.stack([i for _, i, _ in pre]), k, axis=0)
+        n = len(prompts) * k
+        # Invariant: a run per example, so nothing about an example's runs depends on the others.
+        members = [[i] for i in range(len(prompts))] if self.batch_invariant else [list(range(len(prompts)))]
+        runs = [self._start_run(pre, m, k) for m in members]
         top_k_input = np.array(cut, np.int64)
 
         tokens = np.zeros((n, max_new_tokens), np.int64)  # row r's sample: tokens[r, :produced[r]]
         produced = np.zeros(n, np.int64)
         stopped_by = np.full(n, -1, np.int64)
-        live = np.arange(n)  # original row of each row still in the batch
-        done = np.zeros(n, bool)  # per live row
         for step in range(max_new_tokens):
-            t = time.perf_counter()
             # Every row's uniform is drawn whether or not it is still live, so dropping finished
             # rows never shifts what the others draw.
+            t = time.perf_counter()
             if rngs is None:
                 u = 1.0 - rng.random(n)
             else:
                 u = np.concatenate([1.0 - g.random(k) for g in rngs])
-            tok = pick_tokens(values, ids, temperature, top_p, u[live])
+            picked = [pick_tokens(r.values, r.ids, temperature, top_p, u[r.live]) for r in runs]
             self.stats.sample_s += time.perf_counter() - t
-            hit = np.isin(tok, stops) & ~done
-            stopped_by[live[hit]] = tok[hit]
-            going = ~done & ~hit
-            tokens[live[going], step] = tok[going]
-            produced[live[going]] += 1
-            self.stats.sampled_tokens += int((~done).sum())
-            done |= hit
-            if done.all() or step == max_new_tokens - 1:
+            going_on = []
+            for run, tok in zip(runs, picked):
+                live, done = run.live, run.done
+                hit = np.isin(tok, stops) & ~done
+                stopped_by[live[hit]] = tok[hit]
+                going = ~done & ~hit
+                tokens[live[going], step] = tok[going]
+                produced[live[going]] += 1
+                self.stats.sampled_tokens += int((~done).sum())
+                done |= hit
+                if not done.all():
+                    going_on.append((run, tok))
+            if not going_on or step == max_new_tokens - 1:
                 break
-            if self.compact:
-                prefix, past, prefix_mask, rows = self._drop_finished(done, prefix, past, prefix_mask)
-                if rows is not None:
-                    live, done, tok, positions = live[rows], done[rows], tok[rows], positions[rows]
-            small = {
-                "input_ids": np.where(done, self.pad_token_id, tok).astype(np.int64)[:, None],
-                "position_ids": (positions + step)[:, None],
-                "prefix_mask": prefix_mask,
-                "suffix_mask": np.ones((len(live), step + 1), np.int64),
-                "top_k": top_k_input,
-            }
-            self.stats.row_steps += len(live)
-            values, ids, past = self._decode(small, prefix, past)
+            self.stats.decode_steps += 1
+            runs = []
+            for run, tok in going_on:
+                if self.compact:
+                    run.prefix, run.past, run.prefix_mask, rows = self._drop_finished(
+                        run.done, run.prefix, run.past, run.prefix_mask)
+                    if rows is not None:
+                        run.live, run.done, tok = run.live[rows], run.done[rows], tok[rows]
+                        run.positions = run.positions[rows]
+                small = {
+                    "input_ids": np.where(run.done, self.pad_token_id, tok).astype(np.int64)[:, None],
+                    "position_ids": (run.positions + step)[:, None],
+                    "prefix_mask": run.prefix_mask,
+                    "suffix_mask": np.ones((len(run.live), step + 1), np.int64),
+                    "top_k": top_k_input,
+                }
+                self.stats.row_steps += len(run.live)
+                run.values, run.ids, run.past = self._decode(small, run.prefix, run.past)
+                runs.append(run)
         out = [tokens[r, : produced[r]].tolist() for r in range(n)]
         grouped = [out[i * k:(i + 1) * k] for i in range(len(prompts))]
         if not return_stops:

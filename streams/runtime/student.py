@@ -39,6 +39,11 @@ class OnnxStudent:
         self._end_ids = set(self.sampler.stop_token_ids)
         self._region_end = self.tokenizer.convert_tokens_to_ids("<|editable_region_end|>")
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether an example's draws are the same whatever batch they are drawn in (CPU: yes)."""
+        return self.sampler.batch_invariant
+
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids, cut from the left past the budget: the region and output markers are at the end."""
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

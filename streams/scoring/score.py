@@ -44,6 +44,9 @@ class SampleSource(Protocol):
 
     model_name: str
     model_version: str
+    #: an example's draws are the same bits whatever batch it is drawn in; recorded on every
+    #: scored example (a source without the attribute is recorded as not invariant)
+    batch_invariant: bool
 
     def draw(
         self, prompts: Sequence[str], n: int, seeds: Sequence[int], *, temperature: float,
@@ -176,6 +179,7 @@ def _record(
         top_p=config.sampling.top_p,
         top_k=config.sampling.top_k,
         max_new_tokens=config.sampling.max_new_tokens,
+        batch_invariant=bool(getattr(source, "batch_invariant", False)),
     )
 
 

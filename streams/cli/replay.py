@@ -116,7 +116,9 @@ def replay(
     warmup_ms: Annotated[Optional[int], typer.Option(min=0, help="edits read before the span to rebuild state; default: what the tracker remembers (ttl+quiescence+lateness+skew, or its buffer memory)")] = None,
     group: Annotated[Optional[str], typer.Option(help="consumer group (default <group-prefix>-replay-<what>)")] = None,
     idle: Annotated[float, typer.Option(help="an open span ends after this many seconds without records")] = 2.0,
-    model: Annotated[Optional[Path], typer.Option(help="settled: the student (model version) to score with")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="settled: the student directory to score with")] = None,
+    version: Annotated[Optional[str], typer.Option(help="settled: a version published on `models` (or 'latest') instead of --model")] = None,
+    name: Annotated[str, typer.Option(help="settled --version: the model name on `models`")] = "student",
     k: K = 16,
     round_size: int = 4,
     mode: Mode = "solve_rate",
@@ -168,8 +170,15 @@ def replay(
             err.print(f"  partition {plan.partition}: warm-up from {plan.warm}, span [{plan.start}, "
                       f"{plan.end if plan.end is not None else 'end'})", markup=False)
         return
+    if model is None and version is not None:
+        from settle.streams.kafka.replay import published_location
+
+        try:
+            model = Path(kafka_call(lambda: asyncio.run(published_location(s, name, version)), s))
+        except LookupError as exc:
+            raise fail(str(exc)) from None
     if model is None:
-        raise fail("replay settled needs --model DIR (the model version to score with)")
+        raise fail("replay settled needs --model DIR or --version V (the model version to score with)")
     config = scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
                             top_k, max_new_tokens, seed, adaptive, policy)
     source = load_student(model)

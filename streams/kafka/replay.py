@@ -88,6 +88,28 @@ def settler_options(settings: Settings) -> dict[str, object]:
     return options
 
 
+async def published_location(settings: Settings, name: str, version: str) -> str:
+    """Directory of a version published on `models` (``latest``: the newest); LookupError if none."""
+    import msgspec
+
+    from settle.schemas.codecs import decode
+    from settle.schemas.models import ModelPublished
+    from settle.streams.kafka.io import read_topic
+    from settle.streams.settings import MODELS
+
+    found: ModelPublished | None = None
+    for r in sorted(await read_topic(settings, MODELS, idle_s=1.0), key=lambda r: r.offset):
+        try:
+            m = decode(r.value, ModelPublished)
+        except msgspec.DecodeError:
+            continue
+        if m.status == "published" and m.name == name and version in ("latest", m.version):
+            found = m
+    if found is None:
+        raise LookupError(f"no published {name} {version} on {settings.topic(MODELS)}")
+    return found.location
+
+
 def replay_group(settings: Settings, name: str) -> str:
     """The replay's own consumer group: never one a live worker uses."""
     return f"{settings.group_prefix}-replay-{name}"

@@ -27,7 +27,7 @@ from settle.streams.kafka.io import committed_offsets, key_of, read_topic
 from settle.streams.kafka.replay import Span, replay_edits, replay_settled
 from settle.streams.kafka.topics import ensure_topics_sync
 from settle.streams.local.processes import WorkerProcess, settings_env
-from settle.streams.settings import EDITS, KEPT, SCORED, SETTLED, Settings
+from settle.streams.settings import EDITS, KEPT, MODELS, SCORED, SETTLED, Settings
 from settle.streams.settling.reference import settle_records
 from settle.streams.settling.span import birth_id
 from settle.streams.simulate import SimulationConfig, simulate
@@ -51,6 +51,15 @@ async def produce_stamped(settings: Settings, lines: list[bytes], times: list[in
             for p in (partitions if is_tick else [None]):
                 futs.append(await producer.send(name, value=raw, key=key, partition=p, timestamp_ms=t))
         await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def _publish(settings: Settings, message) -> None:  # type: ignore[no-untyped-def]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic(MODELS), key=message.name.encode(), value=encode(message))
     finally:
         await producer.stop()
 
@@ -198,3 +207,17 @@ def test_rescore_with_a_second_model_version_equals_the_offline_scorer(
     assert all(decode(v, ScoredExample).model_version == v1.model_version for v in scored.values())
     kept = _by_id(asyncio.run(read_topic(new, KEPT, idle_s=1.0)), lambda v: decode(v, ScoredExample))
     assert set(kept) == {i for i, v in offline.items() if decode(v, ScoredExample).decision.decision == "keep"}
+
+    # The usual backfill after a publish: name the version on `models`, not a directory.
+    from settle.schemas.models import ModelPublished
+
+    asyncio.run(_publish(settings, ModelPublished(name="student", version="v0002", status="published",
+                                                  location=str(student_dir), created_at_ms=1)))
+    r = _cli(settings, "replay", "settled", "-o", settings.topic_prefix + "v2cli.", "--version", "v0002",
+             "--no-progress", "--idle", "1", "--k", "2", "--round-size", "2", "--max-new-tokens", "32",
+             "--mode", "median", "--keep-min", "0.5", "--keep-max", "3.0", "--no-adaptive")
+    assert r.returncode == 0, r.stderr
+    cli = replace(settings, topic_prefix=settings.topic_prefix + "v2cli.")
+    assert _by_id(asyncio.run(read_topic(cli, SCORED, idle_s=1.0)), lambda v: decode(v, ScoredExample)) == offline
+    r = _cli(settings, "replay", "settled", "-o", settings.topic_prefix + "v9.", "--version", "v0009", "--no-progress")
+    assert r.returncode == 2 and "no published student v0009" in r.stderr

@@ -5,7 +5,10 @@ trained on whatever settles, so the simulated users rewrite real code: each
 session opens 1-3 real files with a chunk of a function removed and types it
 back, with the messy parts of real editing mixed in (typos, renames, pastes,
 undo/redo, formatting, accepted predictions, far-away edits, long and short
-pauses). Offsets are exact in each session's declared encoding, events of one
+pauses). With ``noise_rate`` > 0 they also make labelled noise away from the task
+(reverted edits, unrelated rewrites, abandoned typing, pastes from elsewhere,
+formatter runs, deleted regions: ``NOISE_CLASSES``), labelled by request id in
+``Simulation.noise``, which never goes on the wire. Offsets are exact in each session's declared encoding, events of one
 buffer are in order, and buffers are interleaved with bounded disorder, as a
 Kafka topic keyed by buffer would deliver them.
 
@@ -20,12 +23,20 @@ from __future__ import annotations
 import random
 
 from settle.schemas.events import Event
-from settle.streams.simulate.config import DEFAULT_START_MS, FINAL_TICK_DELAY_MS, Simulation, SimulationConfig
+from settle.streams.simulate.config import (
+    CLEAN,
+    DEFAULT_START_MS,
+    FINAL_TICK_DELAY_MS,
+    NOISE_CLASSES,
+    NOISY_RATE,
+    Simulation,
+    SimulationConfig,
+)
 from settle.streams.simulate.delivery import _deliver, continue_after
 from settle.streams.simulate.session import _Session
 from settle.streams.simulate.sources import _load_sources, _stdlib_dir
 
-__all__ = ["DEFAULT_START_MS", "FINAL_TICK_DELAY_MS", "Simulation", "SimulationConfig", "continue_after", "generate",
+__all__ = ["CLEAN", "NOISE_CLASSES", "NOISY_RATE", "DEFAULT_START_MS", "FINAL_TICK_DELAY_MS", "Simulation", "SimulationConfig", "continue_after", "generate",
            "simulate"]
 
 

@@ -19,6 +19,34 @@ FINAL_TICK_DELAY_MS = 310_000
 #: A cp-offset edit: replace [start, end) of the current text with text.
 _Op = tuple[int, int, str]
 
+#: Labelled noise classes known from the field (``SimulationConfig.noise_rate``). Each is an
+#: episode away from the code being typed: the user moves to another spot of an open file, a
+#: prediction is requested there, and then
+#:
+#: * ``reverted``: a word of the region is changed, then undone (settles unchanged);
+#: * ``unrelated_rewrite``: the region's lines are selected and retyped as code from another
+#:   file (the settled text has nothing to do with the region or its context);
+#: * ``abandoned_typing``: a new line is started with a few characters of some statement and
+#:   left half-typed;
+#: * ``paste_from_elsewhere``: a block of another file is pasted into the region and kept;
+#: * ``formatter_run``: a formatter rewrites the region's style only (quotes, spacing);
+#: * ``region_deleted``: the region's lines are deleted.
+#:
+#: The class travels with the simulation (``Simulation.noise``, by request id), never on the
+#: wire: a real editor cannot say which of its edits were noise.
+NOISE_CLASSES: tuple[str, ...] = (
+    "reverted",
+    "unrelated_rewrite",
+    "abandoned_typing",
+    "paste_from_elsewhere",
+    "formatter_run",
+    "region_deleted",
+)
+#: the documented noisy setting (``SimulationConfig(noise_rate=NOISY_RATE)``): per burst of typing
+NOISY_RATE = 0.2
+#: the class of every settled example whose request is not a noise episode's
+CLEAN = "clean"
+
 
 @dataclass(frozen=True)
 class SimulationConfig:
@@ -45,10 +73,21 @@ class SimulationConfig:
     busy_rate: float = 0.08
     #: Per-session chance of a paste that makes a region larger than 4 KiB.
     huge_paste_rate: float = 0.06
+    #: Per burst of typing, the chance of a labelled noise episode (``NOISE_CLASSES``). 0 (the
+    #: default) draws nothing extra, so the default stream is byte-identical to the one before
+    #: noise existed. 0.2 (``NOISY_RATE``, what the benches use) makes about a fifth of the
+    #: changed settled examples noise, every class about equally (tests/unit/streams/simulate/test_noise.py).
+    noise_rate: float = 0.0
+    #: Relative weights of ``NOISE_CLASSES``, in that order (default: equal).
+    noise_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.sessions < 0 or self.jitter_ms < 0 or self.max_files < 1:
             raise ValueError("sessions and jitter_ms must be >= 0 and max_files >= 1")
+        if not 0 <= self.noise_rate <= 1:
+            raise ValueError(f"noise_rate must be in [0, 1], got {self.noise_rate}")
+        if len(self.noise_weights) != len(NOISE_CLASSES) or min(self.noise_weights) < 0 or not sum(self.noise_weights):
+            raise ValueError(f"noise_weights needs {len(NOISE_CLASSES)} non-negative weights, not all 0")
 
 
 @dataclass
@@ -65,3 +104,10 @@ class Simulation:
     #: (session_id, path) -> buffer text after the last event
     final_texts: dict[tuple[str, str], str]
     encodings: dict[tuple[str, str], OffsetEncoding] = field(default_factory=dict)
+    #: request id -> noise class (``NOISE_CLASSES``) of every request born in a noise episode;
+    #: a side table, not on the wire. Requests not in it are ``CLEAN``.
+    noise: dict[str, str] = field(default_factory=dict)
+
+    def noise_class(self, request_id: str) -> str:
+        """The labelled noise class of a request's settled example (``CLEAN`` when none)."""
+        return self.noise.get(request_id, CLEAN)

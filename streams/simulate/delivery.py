@@ -57,7 +57,8 @@ def _deliver(config: SimulationConfig, sessions: list[_Session]) -> Simulation:
             initial[key] = s.initial[b.gid]
             final[key] = b.text
             encodings[key] = b.encoding
-    return Simulation(events, initial, final, encodings)
+    noise = {rid: kind for s in sessions for rid, kind in s.noise.items()}
+    return Simulation(events, initial, final, encodings, noise)
 
 
 def continue_after(events: Sequence[Event], gap_ms: int = 60_000) -> int:

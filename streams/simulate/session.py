@@ -22,7 +22,7 @@ from settle.schemas.events import (
     Span,
 )
 from settle.streams.simulate.buffer import _Buf, _line_start, _lines_back, _lines_forward
-from settle.streams.simulate.config import SimulationConfig, _Op
+from settle.streams.simulate.config import NOISE_CLASSES, SimulationConfig, _Op
 from settle.streams.simulate.sources import _Source
 
 _UNIT = re.compile(r"\n[ \t]*|[ \t]+|\w+|[^\w\s]")
@@ -40,6 +40,12 @@ _FAR_COMMENTS = (
     "agent: 🚀 perf hot path",
     "注意: この関数はスレッドセーフではない",
 )
+# what the simulated formatter changes: 'x' -> "x", a,b -> a, b, a=b -> a = b (not keyword args)
+_SINGLE_QUOTED = re.compile(r"(?<![\w'\"])'([^'\"\\\n]*)'(?!')")
+_TIGHT_COMMA = re.compile(r",(?=[\w\"'(\[])")
+_TIGHT_OP = re.compile(r"(?<=[\w)\]])(==|!=|<=|>=|\+=|-=)(?=[\w(\[])")
+_COMMENT_GAP = re.compile(r"(?<=\S) ?#(?= )")  # two spaces before an inline comment
+_DOUBLE_SPACE = re.compile(r"(?<=[\w,)=])  +(?=[\w(\[\"'])")  # one space between tokens
 _FIDDLE = ("# wip", "# try this", "# hmm", "# é?", "# 🤔", "# debug")
 _MODELS = ("zeta-1.3b", "zeta-7b-q4", "edit-pred-v2")
 _USERS = ("ana", "bo", "chen", "dmitri", "eve", "fatima", "gus", "hiro")
@@ -80,6 +86,8 @@ class _Session:
         self.history: list[list] = []  # [path, old, new, time_ms, gid, merge_end]
         self.n_requests = 0
         self.last_request_ms: dict[int, int] = {}
+        #: request id -> noise class of the requests born in noise episodes (not on the wire)
+        self.noise: dict[str, str] = {}
         root = f"/home/{rng.choice(_USERS)}/src/{rng.choice(_PROJECTS)}/"
 
         picked = [rng.choice(sources) for _ in range(rng.choice((1, 2, 2, 3)))]
@@ -210,7 +218,10 @@ class _Session:
 
     # ---- prediction requests
 
-    def _request(self, buf: _Buf, cursor: int, task: _Task | None, *, allow_accept: bool = True) -> None:
+    def _request(
+        self, buf: _Buf, cursor: int, task: _Task | None, *, allow_accept: bool = True
+    ) -> tuple[int, int, str]:
+        """Emit a prediction request at ``cursor``; returns its region (cp start, end) and id."""
         rng = self.rng
         text = buf.text
         rs = _lines_back(text, cursor, rng.randint(1, 3))
@@ -254,7 +265,7 @@ class _Session:
                     path=buf.path,
                     consent=self.consent,
                     encoding=buf.encoding,
-                    request_id=f"{self.session_id}-r{self.n_requests}",
+                    request_id=f"{self.session_id}-r{self.n_requests}",  # returned as request_id
                     region=Span(start=buf.units(rs), end=buf.units(re_)),
                     region_text=region_text,
                     cursor=buf.units(cursor),
@@ -265,9 +276,10 @@ class _Session:
             )
         )
         self.last_request_ms[buf.gid] = self.t
+        request_id = f"{self.session_id}-r{self.n_requests}"
 
         if prediction is None or prediction == region_text or not allow_accept or task is None:
-            return
+            return rs, re_, request_id
         if rng.random() < 0.3:  # the user presses tab
             self._wait(250, 1200)
             saved = (task.cursor, task.rem)
@@ -279,6 +291,7 @@ class _Session:
             else:
                 task.cursor = cursor + take
                 task.rem = rem[take:]
+        return rs, re_, request_id
 
     def _maybe_request(self, task: _Task, p: float) -> None:
         last = self.last_request_ms.get(task.buf.gid)
@@ -322,8 +335,12 @@ class _Session:
         if rng.random() < 0.3:
             self._glance()
         task = pending[0]
+        noise_rate = self.config.noise_rate
         while pending:
             self._burst(task)
+            # no draw at all when noise is off: the default stream stays byte-identical
+            if noise_rate and rng.random() < noise_rate:
+                self._noise(task)
             if task.rem:
                 if busy and rng.random() < 0.15:
                     busy = False
@@ -596,6 +613,120 @@ class _Session:
             else:
                 self._edit(buf, [(pos, pos, "\n")], "other")
             return
+
+    # ---- labelled noise (SimulationConfig.noise_rate)
+
+    def _far_spot(self, task: _Task) -> tuple[_Buf, int] | None:
+        """A line start far from every task's caret (as for an agent's far edit), or None."""
+        rng = self.rng
+        bufs = [task.buf] + [b for b in self.bufs if b is not task.buf]
+        buf = bufs[0] if rng.random() < 0.5 else rng.choice(bufs)
+        text = buf.text
+        marks = [(min(t.start, t.cursor), t.cursor) for t in self.tasks if t.buf is buf]
+        for _ in range(6):
+            if not text:
+                return None
+            pos = _line_start(text, rng.randrange(len(text)))
+            if any(lo - 2_500 < pos < hi + 2_500 or text.count("\n", *sorted((pos, hi))) < 50 for lo, hi in marks):
+                continue
+            if not text[pos : _lines_forward(text, pos, 0)].strip():
+                continue  # a blank line: nothing there to work on
+            return buf, pos
+        return None
+
+    def _foreign_lines(self, lo: int, hi: int) -> str:
+        """A few whole non-blank lines of code from some session file: 'from elsewhere'."""
+        rng = self.rng
+        src = rng.choice(self.bufs).source
+        n = len(src.line_starts)
+        a = rng.randrange(n)
+        z = min(n - 1, a + rng.randint(lo, hi))
+        text = src.text[src.line_starts[a] : src.line_starts[z]].rstrip("\n")
+        return "\n".join(line for line in text.split("\n") if line.strip())[:900]
+
+    def _noise(self, task: _Task) -> None:
+        """One labelled noise episode away from the task, then leave the region quiet."""
+        rng = self.rng
+        kind = rng.choices(NOISE_CLASSES, self.config.noise_weights)[0]
+        spot = self._far_spot(task)
+        if spot is None:
+            return
+        buf, pos = spot
+        cursor = _lines_forward(buf.text, pos, 0)  # end of that line
+        self._wait(1_000, 6_000)  # moves there; the editor asks for a prediction
+        rs, re_, request_id = self._request(buf, cursor, None, allow_accept=False)
+        self._wait(300, 2_500)
+        if getattr(self, f"_noise_{kind}")(buf, rs, re_, cursor):
+            self.noise[request_id] = kind
+        self._wait(11_000, 30_000)  # leaves it: the region goes quiet and settles
+
+    def _type_at(self, buf: _Buf, pos: int, text: str) -> int:
+        for piece in _pieces(self.rng, text):
+            self._wait(50, 300)
+            self._edit(buf, [(pos, pos, piece)], "typed")
+            pos += len(piece)
+        return pos
+
+    def _noise_reverted(self, buf: _Buf, rs: int, re_: int, cursor: int) -> bool:
+        rng = self.rng
+        words = [m for m in _WORD.finditer(buf.text, rs, re_) if len(m.group()) >= 3]
+        if not words:
+            return False
+        m = rng.choice(words)
+        inv = self._edit(buf, [(m.start(), m.end(), "")], "deleted")
+        end = self._type_at(buf, m.start(), m.group()[: rng.randint(1, 3)] + rng.choice(("tmp", "x", "_old", "2")))
+        self._wait(1_000, 6_000)
+        # second thoughts: select what was typed and undo both
+        self._edit(buf, [(m.start(), end, "")], "undo")
+        self._edit(buf, inv, "undo")
+        return True
+
+    def _noise_unrelated_rewrite(self, buf: _Buf, rs: int, re_: int, cursor: int) -> bool:
+        text = self._foreign_lines(1, 6)
+        if not text or text == buf.text[rs:re_]:
+            return False
+        self._edit(buf, [(rs, re_, "")], "deleted")
+        self._type_at(buf, rs, text)
+        return True
+
+    def _noise_abandoned_typing(self, buf: _Buf, rs: int, re_: int, cursor: int) -> bool:
+        line = self._foreign_lines(1, 1).split("\n")[0].strip()
+        if len(line) < 4:
+            return False
+        indent = _INDENT.match(buf.text, _line_start(buf.text, cursor)).group()  # type: ignore[union-attr]
+        units = _UNIT.findall(line)
+        fragment = "".join(units[: self.rng.randint(1, max(1, min(4, len(units) - 1)))])
+        self._type_at(buf, cursor, "\n" + indent + fragment)
+        return True
+
+    def _noise_paste_from_elsewhere(self, buf: _Buf, rs: int, re_: int, cursor: int) -> bool:
+        text = self._foreign_lines(2, 8)
+        if not text:
+            return False
+        self._edit(buf, [(cursor, cursor, "\n" + text)], "paste")
+        return True
+
+    def _noise_formatter_run(self, buf: _Buf, rs: int, re_: int, cursor: int) -> bool:
+        region = buf.text[rs:re_]
+        changes = [(m.start(), m.end(), '"' + m.group(1) + '"') for m in _SINGLE_QUOTED.finditer(region)]
+        changes += [(m.start(), m.end(), ", ") for m in _TIGHT_COMMA.finditer(region)]
+        changes += [(m.start(), m.end(), " " + m.group(1) + " ") for m in _TIGHT_OP.finditer(region)]
+        changes += [(m.start(), m.end(), "  #") for m in _COMMENT_GAP.finditer(region)]
+        changes += [(m.start(), m.end(), " ") for m in _DOUBLE_SPACE.finditer(region)]
+        if not changes:
+            return False
+        taken: list[tuple[int, int, str]] = []
+        for c in sorted(changes):
+            if not taken or c[0] >= taken[-1][1]:
+                taken.append(c)
+        self._edit(buf, [(rs + s, rs + e, t) for s, e, t in reversed(taken)], "format")
+        return True
+
+    def _noise_region_deleted(self, buf: _Buf, rs: int, re_: int, cursor: int) -> bool:
+        if rs == re_:
+            return False
+        self._edit(buf, [(rs, re_, "")], "deleted")
+        return True
 
     def _glance(self) -> None:
         """Open another file, ask for a prediction there, and leave it untouched."""

@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from settle.streams.cli import ingest, local, model, offline, replay, stream, zed  # noqa: F401  (registers the commands)
+from settle.streams.cli import ingest, local, model, offline, replay, status, stream, zed  # noqa: F401  (registers the commands)
 from settle.streams.cli.common import app
 
 __all__ = ["app", "main"]

@@ -111,10 +111,23 @@ def test_first_model_from_the_cli_two_scheduled_runs_and_the_verdict_in_the_scor
             time.sleep(0.5)
 
         assert _kept(settings, student_dir, seed=41) >= 4
-        every = 6.0
-        train = _cli(settings, "train", "--registry", str(registry), "--every", f"{every:g}s", "--runs", "2",
-                     "--steps", "4", "--checkpoint-every", "2", "--min-examples", "4", timeout=240)
-        assert train.returncode == 0, train.stderr
+        every, train_port = 8.0, free_port()
+        train_log = tmp_path / "train.log"
+        trainer = subprocess.Popen(
+            _cli_cmd("train", "--registry", str(registry), "--every", f"{every:g}s", "--runs", "2", "--steps", "4",
+                     "--checkpoint-every", "2", "--min-examples", "4", "--metrics-port", str(train_port)),
+            env=_env(settings), stdout=subprocess.DEVNULL, stderr=open(train_log, "wb"))
+        try:
+            deadline = time.monotonic() + 240
+            while "next run at" not in train_log.read_text():  # between the two runs: the trainer's metrics
+                assert trainer.poll() is None and time.monotonic() < deadline, train_log.read_text()
+                time.sleep(0.2)
+            trainer_metrics = _scrape(train_port)
+            assert trainer.wait(240) == 0, train_log.read_text()
+        finally:
+            if trainer.poll() is None:
+                trainer.kill()
+        train = subprocess.CompletedProcess(trainer.args, 0, "", train_log.read_text())
         starts = [(float(a), float(b)) for a, b in re.findall(r"run \d starts at ([\d.]+) \(slot ([\d.]+)\)", train.stderr)]
         assert len(starts) == 2, train.stderr
         (start1, slot1), (start2, slot2) = starts
@@ -127,6 +140,10 @@ def test_first_model_from_the_cli_two_scheduled_runs_and_the_verdict_in_the_scor
         verdict, version, reason = verdicts[0][0], verdicts[0][1].strip(), verdicts[0][2]
         assert verdict in ("published", "rejected") and version == "v0002" and reason, train.stderr
         assert not (registry / "student" / ".train-run").exists()
+        assert _sample(trainer_metrics, "settle_train_runs_total", status=verdict) == 1
+        assert _sample(trainer_metrics, "settle_publish_gate_total", model="student", verdict=verdict) == 1
+        assert _sample(trainer_metrics, "settle_train_last_run_examples", set="new") >= 4
+        assert _sample(trainer_metrics, "settle_train_last_run_duration_seconds") > 0
 
         # the scorer saw the verdict: in its metrics, with the reason, and in its log
         deadline = time.monotonic() + 30

@@ -57,6 +57,7 @@ from settle.streams.ingest.config import IngestConfig
 from settle.streams.ingest.join import RequestJoin
 from settle.streams.ingest.limits import TokenBucket, client_of
 from settle.streams.kafka import prometheus as metrics
+from settle.streams.kafka.security import client_kwargs
 from settle.streams.kafka.topics import ensure_topics
 from settle.streams.settings import DEAD_LETTER, EDITS, SETTLED, Settings
 from settle.streams.settling.safety import Safety
@@ -143,7 +144,7 @@ class IngestServer:
         """Start the producer, retrying until the broker answers (the server is up, not ready, meanwhile)."""
         while self.producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap,
+                **client_kwargs(self.settings),  # bootstrap, protocol, SASL, TLS (streams/kafka/security.py)
                 acks="all",
                 linger_ms=2,
                 max_batch_size=512 * 1024,

@@ -125,12 +125,16 @@ def test_faust_gets_the_same_settings() -> None:
 def test_the_faust_apps_are_built_with_the_credentials(tmp_path: Path) -> None:
     from settle.streams.kafka.settle_agent import base_app_settings, create_app
 
-    s = Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p",
-                 data_dir=tmp_path)
+    from faust.transport.drivers.aiokafka import server_list
+
+    s = Settings(bootstrap="k0:9093,k1:9094", security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                 sasl_username="u", sasl_password="p", data_dir=tmp_path)
     assert base_app_settings(s, "x")["broker_credentials"].username == "u"
     app = create_app(s)
     assert app.conf.broker_credentials.username == "u"
     assert app.conf.broker_credentials.mechanism.value == "PLAIN"
+    # every host of a cluster (a plain "kafka://k0:9093,k1:9094" is not a URL Faust can parse)
+    assert server_list(app.conf.broker, 9092) == ["k0:9093", "k1:9094"]
 
 
 @pytest.mark.parametrize(

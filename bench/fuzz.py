@@ -259,13 +259,18 @@ DECODER_REASONS = {
 }
 
 
-def check_edits(batch: list[tuple[bytes | None, bytes | None]]) -> None:
-    """A stream of (key, value) records into one PartitionSettler, then a tick far ahead."""
+def check_edits(batch: list[tuple[bytes | None, bytes | None]], timestamps: list[int] | None = None) -> None:
+    """A stream of (key, value) records into one PartitionSettler, then a tick far ahead.
+
+    With ``timestamps`` (Kafka record timestamps, any int), the settler runs its clock on them too.
+    """
     from settle.streams.settling.partition import PartitionSettler
 
-    settler = PartitionSettler(0)
+    settler = PartitionSettler(0, record_time=timestamps is not None)
     offset = 0
+    settled: list[bytes] = []
     for key, value in batch + [(None, encode({"kind": "tick", "v": 1, "time_ms": 10**13}))]:
+        stamp = timestamps[offset % len(timestamps)] if timestamps else None
         raw = value or b""
         try:
             decode_event(raw)
@@ -273,7 +278,7 @@ def check_edits(batch: list[tuple[bytes | None, bytes | None]]) -> None:
         except InvalidRecord as exc:
             assert exc.reason in DECODER_REASONS, exc.reason
             bad = exc.reason
-        outs = settler.handle(offset, key, value, None)
+        outs = settler.handle(offset, key, value, stamp)
         letters = [decode(o.value, DeadLetter) for o in outs if o.topic == "dead-letter"]
         for o in outs:
             assert o.topic in ("settled", "dead-letter"), o.topic
@@ -282,7 +287,13 @@ def check_edits(batch: list[tuple[bytes | None, bytes | None]]) -> None:
         if bad is not None:
             assert [(d.reason, d.offset, d.value) for d in letters] == [(bad, offset, raw)], (bad, letters)
         assert all(d.reason and d.error and d.source_topic == "edits" for d in letters)
+        settled += [o.value for o in outs if o.topic == "settled"]
         offset += 1
+    if timestamps is None and all(k is None for k, _ in batch):  # the stream's settler and the offline reference agree, record for record
+        from settle.streams.settling.reference import settle_records
+
+        values = [v or b"" for _, v in batch] + [encode({"kind": "tick", "v": 1, "time_ms": 10**13})]
+        assert settled == [encode(e) for e in settle_records(enumerate(values)).examples]
 
 
 class FuzzSource:
@@ -449,6 +460,86 @@ class Tally:
     seconds: float = 0.0
 
 
+_TEXT = st.lists(st.sampled_from(list("ab \n\t{}()=\u00e9\u4e2d") + ["\U0001f600", "\u0301", "\r\n", "\x00"]),
+                 max_size=12).map("".join)
+
+
+@st.composite
+def _buffer_stream(draw: st.DrawFn) -> list[bytes]:
+    """Events of two buffers, mostly well-formed (requests whose text fits their range), with
+    adversarial offsets, texts (astral, combining, CRLF, NUL), encodings and clocks."""
+    from settle.streams.settling.offsets import units_len
+
+    out: list[bytes] = []
+    clock = draw(st.integers(0, 10**6))
+    for _ in range(draw(st.integers(1, 12))):
+        clock += draw(st.sampled_from([0, 1, 500, 5_000, 11_000, 60_000, -3_000, 400_000]))
+        enc = draw(st.sampled_from(["utf-8", "utf-16", "utf-32"]))
+        base = {"v": 1, "session_id": draw(st.sampled_from(["s1", "s2"])), "path": "a.py",
+                "consent": draw(st.sampled_from([True, True, True, False])), "encoding": enc,
+                "time_ms": max(0, clock)}
+        if draw(st.integers(0, 2)) == 0:
+            text = draw(_TEXT)
+            start = draw(st.integers(0, 30))
+            end = start + units_len(text, enc)  # type: ignore[arg-type]
+            if draw(st.integers(0, 5)) == 0:
+                end += draw(st.integers(-3, 3))
+            ev = {**base, "kind": "prediction_requested", "request_id": draw(st.sampled_from(["r1", "r2", "r3"])),
+                  "region": {"start": start, "end": max(start, end)}, "region_text": text,
+                  "cursor": draw(st.integers(start, max(start, end))), "production_prediction": draw(st.none() | _TEXT)}
+        else:
+            reps = [{"start": x, "end": x + draw(st.integers(0, 5)), "text": draw(_TEXT)}
+                    for x in draw(st.lists(st.integers(0, 40), min_size=1, max_size=3))]
+            ev = {**base, "kind": "buffer_edited", "replacements": reps,
+                  "origin": draw(st.sampled_from(["typed", "paste", "undo"]))}
+        if draw(st.integers(0, 6)) == 0:
+            ev = {"kind": "tick", "v": 1, "time_ms": max(0, clock + draw(st.integers(-10**5, 10**6)))}
+        out.append(msgspec.json.encode(ev))
+    return out
+
+
+_PROMPT_TEXT = st.lists(st.sampled_from(
+    ["a", "b", "\n", " ", "\U0001f600", "\u0301", "\r\n", "<|editable_region_end|>", "<|editable_region_start|>",
+     "<|user_cursor_is_here|>", "<|endoftext|>", "<|output|>", "<|", "|>", "<secret:x>", "AKIAQX7Z2M4K9R3T5W8Y"]),
+    max_size=10).map("".join)
+
+
+@st.composite
+def _settled_examples(draw: st.DrawFn) -> bytes:
+    """Settled examples that decode (any text, special tokens included, any cursor), as JSON."""
+    original = draw(_PROMPT_TEXT)
+    excerpt = draw(st.none() | st.tuples(_PROMPT_TEXT, _PROMPT_TEXT).map(lambda t: t[0] + original + t[1]) | _PROMPT_TEXT)
+    ex = {
+        "v": 1, "id": draw(st.sampled_from(["e1", "e2", "e3"])), "request_id": "r", "session_id": "s",
+        "path": draw(st.sampled_from(["a.py", "<|output|>", "", ".env", "x/" * 30])), "encoding": "utf-32",
+        "requested_at_ms": draw(st.integers(-5, 10**15)), "settled_at_ms": draw(st.integers(-(2**63), 2**63 - 1)),
+        "original_text": original, "settled_text": draw(_PROMPT_TEXT | st.just(original)),
+        "cursor": draw(st.integers(-3, len(original) + 3)),
+        "context": {
+            "edit_history": [{"path": "a.py", "old_text": draw(_PROMPT_TEXT), "new_text": draw(_PROMPT_TEXT)}
+                             for _ in range(draw(st.integers(0, 2)))],
+            "excerpt": None if excerpt is None else {"path": "a.py", "text": excerpt, "start_line": draw(st.integers(0, 9))},
+            "related": [{"path": "b.py", "text": draw(_PROMPT_TEXT)} for _ in range(draw(st.integers(0, 2)))],
+            "diagnostics": [{"message": draw(_PROMPT_TEXT)} for _ in range(draw(st.integers(0, 2)))],
+        },
+        "production_prediction": draw(st.none() | _PROMPT_TEXT),
+    }
+    return msgspec.json.encode(ex)
+
+
+def check_prompt(raw: bytes) -> None:
+    """What the scorer renders for an example that decodes: a prompt, or a reason it cannot."""
+    from settle.streams.contracts.prompt import render_prompt, render_target
+    from settle.streams.scoring.band import screen
+    from settle.schemas.scored import BandPolicy
+
+    ex = decode_settled(raw)
+    if screen(ex, BandPolicy()) is None:  # what score_batch renders
+        render_prompt(ex, max_chars=BandPolicy().max_prompt_chars)
+        render_target(ex)
+    check_safety(raw)
+
+
 def _keyed(value: st.SearchStrategy[bytes]) -> st.SearchStrategy[tuple[bytes | None, bytes | None]]:
     key = st.one_of(st.none(), st.binary(max_size=20), st.just(b"s1\x1fsrc/a.py"))
     return st.tuples(key, st.one_of(value, st.none(), st.just(b"")))
@@ -458,7 +549,14 @@ def entry_points() -> dict[str, tuple[st.SearchStrategy[Any], Callable[..., None
     """name -> (strategy of one input, property, relative cost: inputs per unit of the budget)."""
     return {
         "edits": (st.lists(_keyed(records("edits")), min_size=1, max_size=12), check_edits, 1),
+        "edits_stream": (
+            st.tuples(_buffer_stream().map(lambda vs: [(None, v) for v in vs]),
+                      st.none() | st.lists(st.integers(-(2**63), 2**63), min_size=1, max_size=5)),
+            lambda a: check_edits(*a), 1,
+        ),
         "settled": (st.lists(records("settled"), min_size=1, max_size=4), check_settled, 10),
+        "settled_text": (st.lists(_settled_examples(), min_size=1, max_size=4), check_settled, 10),
+        "prompt": (_settled_examples(), check_prompt, 1),
         "kept": (records("scored"), check_kept, 1),
         "models": (records("models"), check_models, 1),
         "jsonl": (st.tuples(st.lists(records("edits"), min_size=1, max_size=8), st.booleans()),

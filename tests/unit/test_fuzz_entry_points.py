@@ -28,14 +28,14 @@ def _fuzz() -> Any:
 
 
 #: inputs per entry point here (bench/fuzz.py defaults to 2,000)
-COUNTS = {"edits": 150, "settled": 12, "kept": 150, "models": 150, "jsonl": 15, "ingest_body": 150,
+COUNTS = {"edits": 150, "edits_stream": 150, "settled": 12, "settled_text": 12, "prompt": 150, "kept": 150, "models": 150, "jsonl": 15, "ingest_body": 150,
           "zed_report": 150, "zed_file": 150, "safety": 60}
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_entry_point_survives_fuzzing(name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     fuzz = _fuzz()
-    if name == "settled":
+    if name in ("settled", "settled_text"):
         # the real tiny student (the session fixture), as the scorer would load it
         monkeypatch.setenv("SETTLE_FUZZ_STUDENT", str(request.getfixturevalue("student_dir")))
         fuzz.FuzzSource._source = None

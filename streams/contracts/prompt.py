@@ -24,9 +24,22 @@ structure whatever is empty)::
     <|output|>
     <|editable_region_start|>
 
-The continuation the model must produce (:func:`render_target`) is the settled
-region text followed by ``<|editable_region_end|>``; ``prompt + target`` is the
-training text. Region markers sit exactly around the region text (no added
+The continuation the model must produce (:func:`render_target`) comes in two
+forms, chosen by its first token, both ended by ``<|editable_region_end|>``;
+``prompt + target`` is the training text:
+
+* **insertion at the cursor** (``<|user_cursor_is_here|>`` first): when the
+  settled text is the region with text inserted at the cursor and nothing else
+  changed (``original[:cursor] + X + original[cursor:]``, what typing produces),
+  the target is ``<|user_cursor_is_here|>X<|editable_region_end|>``: only the
+  new text, like Zed's formats that emit less than the whole region. A small
+  student then need not copy the region back, where one wrong character costs
+  as much as one wrong prediction.
+* **whole region** (anything else first): the settled region text, for every
+  other edit (deletions, rewrites, edits away from the cursor).
+
+:func:`parse_output` turns either back into region text; the insertion form
+needs the example (its region and cursor), which every consumer has. Region markers sit exactly around the region text (no added
 newlines) because regions are arbitrary spans, not whole lines, and the text
 between them must be the region byte for byte.
 """
@@ -362,19 +375,40 @@ def render_prompt(example: SettledExample, *, max_chars: int | None = DEFAULT_MA
     )
 
 
+def inserted_at_cursor(example: SettledExample) -> str | None:
+    """``X`` when the settled text is the region with ``X`` inserted at the cursor, else None."""
+    original, settled, c = example.original_text, example.settled_text, example.cursor
+    if len(settled) < len(original) or not settled.startswith(original[:c]):
+        return None
+    if not settled.endswith(original[c:]):
+        return None
+    return settled[c : len(settled) - (len(original) - c)]
+
+
 def render_target(example: SettledExample) -> str:
-    """What the trainer teaches after :func:`render_prompt` (the loss covers only these tokens)."""
+    """What the trainer teaches after :func:`render_prompt` (the loss covers only these tokens).
+
+    The insertion form when the edit is an insertion at the cursor, else the whole region
+    (module docstring).
+    """
     check_renderable(example)
+    inserted = inserted_at_cursor(example)
+    if inserted is not None:
+        return USER_CURSOR + inserted + EDITABLE_REGION_END
     return example.settled_text + EDITABLE_REGION_END
 
 
-def parse_output(text: str, *, allow_unterminated: bool = False) -> str:
+def parse_output(text: str, *, allow_unterminated: bool = False, example: SettledExample | None = None) -> str:
     """Turn a model continuation back into region text.
 
     Takes everything before ``<|editable_region_end|>`` (anything after it is
     ignored: generation should have stopped there) and removes stray cursor
     markers, which carry no text. ``allow_unterminated`` is for callers that hit
     their token budget: the whole output is then taken as a (possibly cut) region.
+
+    An output that starts with ``<|user_cursor_is_here|>`` is the insertion form:
+    the text after it is inserted at ``example``'s cursor into its original
+    region (``example`` is then required: ValueError without it).
 
     Raises :class:`CrossesRegionBoundary` for a structural marker before the end,
     :class:`PrematureEndOfText` for ``<|endoftext|>`` before it, and
@@ -397,6 +431,11 @@ def parse_output(text: str, *, allow_unterminated: bool = False) -> str:
         region = region.replace(USER_CURSOR, "")
     if end == -1 and not allow_unterminated:
         raise UnterminatedOutput(f"no {EDITABLE_REGION_END} in {len(text)} chars of output")
+    if text.startswith(USER_CURSOR):
+        if example is None:
+            raise ValueError("an insertion-form output needs its example (region and cursor) to parse")
+        c = example.cursor
+        return example.original_text[:c] + region + example.original_text[c:]
     return region
 
 
@@ -423,5 +462,6 @@ __all__ = [
     "check_renderable",
     "render_prompt",
     "render_target",
+    "inserted_at_cursor",
     "parse_output",
 ]

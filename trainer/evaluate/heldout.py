@@ -29,9 +29,9 @@ def predict(
         prompts = [render_prompt(e, **({"max_chars": max_prompt_chars} if max_prompt_chars else {})) for e in chunk]
         greedy = SamplingConfig(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens)
         draws = student.draw(prompts, 1, [0] * len(chunk), **greedy.decoding())
-        for (draw,) in draws:
+        for example, (draw,) in zip(chunk, draws, strict=True):
             try:
-                out.append(parse_draw(draw))
+                out.append(parse_draw(draw, example))
             except OutputParseError:
                 out.append(None)
     return out

@@ -25,6 +25,7 @@ from settle.streams.contracts.prompt import (
     PrematureEndOfText,
     UnrenderableExample,
     UnterminatedOutput,
+    inserted_at_cursor,
     parse_output,
     render_prompt,
     render_target,
@@ -62,7 +63,7 @@ def make(
 def excerpt_region(prompt: str) -> str:
     """The region as shown in the excerpt section (first start marker), cursor stripped."""
     after = prompt.split(EDITABLE_REGION_START, 1)[1]
-    return parse_output(after)
+    return parse_output(after.replace(USER_CURSOR, "", 1))
 
 
 # text without any special token string, including code-point-heavy characters
@@ -128,8 +129,12 @@ def test_round_trips(original: str, settled: str, data: st.DataObject) -> None:
     prompt = render_prompt(ex, max_chars=None)
     target = render_target(ex)
     # the model's continuation parses back to the settled text
-    assert parse_output(target) == settled
-    assert parse_output(target + ENDOFTEXT) == settled
+    assert parse_output(target, example=ex) == settled
+    assert parse_output(target + ENDOFTEXT, example=ex) == settled
+    # insertion form exactly when the edit is an insertion at the cursor
+    assert target.startswith(USER_CURSOR) == (
+        settled.startswith(original[:cursor]) and settled.endswith(original[cursor:]) and len(settled) >= len(original)
+    )
     # the excerpt shows the original region exactly, cursor at the right code point
     assert excerpt_region(prompt) == original
     shown = prompt.split(EDITABLE_REGION_START, 1)[1].split(EDITABLE_REGION_END, 1)[0]
@@ -339,3 +344,34 @@ def test_parse_errors_share_a_base_with_reason_codes() -> None:
     reasons = {cls.reason for cls in (UnterminatedOutput, CrossesRegionBoundary, PrematureEndOfText)}
     assert reasons == {"unterminated", "crosses_region_boundary", "premature_end_of_text"}
     assert all(issubclass(c, ValueError) for c in (OutputParseError, UnrenderableExample))
+
+
+def test_insertion_form_at_the_cursor() -> None:
+    ex = make("    x = 1\n    return x\n", "    x = 1\n    y = x + 1\n    return x\n", 10)
+    assert inserted_at_cursor(ex) == "    y = x + 1\n"
+    assert render_target(ex) == USER_CURSOR + "    y = x + 1\n" + EDITABLE_REGION_END
+    assert parse_output(render_target(ex), example=ex) == ex.settled_text
+    # a sample in the insertion form goes in at the cursor; stray cursor markers carry no text
+    assert parse_output(USER_CURSOR + "    z" + USER_CURSOR + "\n" + EDITABLE_REGION_END, example=ex) == (
+        "    x = 1\n    z\n    return x\n"
+    )
+    # an empty insertion is the region unchanged
+    assert parse_output(USER_CURSOR + EDITABLE_REGION_END, example=ex) == ex.original_text
+    # the insertion form cannot be parsed without its example
+    with pytest.raises(ValueError, match="needs its example"):
+        parse_output(USER_CURSOR + "y" + EDITABLE_REGION_END)
+    # structural markers and early end of text are refused in the insertion form too
+    with pytest.raises(CrossesRegionBoundary):
+        parse_output(USER_CURSOR + EXCERPT + EDITABLE_REGION_END, example=ex)
+    with pytest.raises(UnterminatedOutput):
+        parse_output(USER_CURSOR + "y", example=ex)
+
+
+def test_whole_region_form_for_other_edits() -> None:
+    deleted = make("a\nb\n", "a\n", 2)
+    assert inserted_at_cursor(deleted) is None
+    assert render_target(deleted) == "a\n" + EDITABLE_REGION_END
+    away = make("a = 1\nb = 2\n", "a = 10\nb = 2\n", 11)  # edit before the cursor
+    assert inserted_at_cursor(away) is None
+    assert parse_output(render_target(away), example=away) == "a = 10\nb = 2\n"
+    assert parse_output(render_target(away)) == "a = 10\nb = 2\n"  # whole region: no example needed

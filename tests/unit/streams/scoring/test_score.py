@@ -72,6 +72,18 @@ def test_parse_draw(draw: Draw, expected: str) -> None:
     assert parse_draw(draw) == expected
 
 
+def test_parse_draw_insertion_form_needs_the_example() -> None:
+    from settle.schemas.events import PromptContext
+
+    ex = SettledExample(id="i", request_id="r", session_id="s", path="a.py", encoding="utf-8", requested_at_ms=0,
+                        settled_at_ms=1, original_text="x = 1\n", settled_text="x = 12\n", cursor=5,
+                        context=PromptContext())
+    assert parse_draw(Draw("<|user_cursor_is_here|>2", "end"), ex) == "x = 12\n"
+    assert parse_draw(Draw("x = 3\n", "end"), ex) == "x = 3\n"
+    with pytest.raises(ValueError):
+        parse_draw(Draw("<|user_cursor_is_here|>2", "end"))
+
+
 @pytest.mark.parametrize("draw", [Draw("x = 1", "budget"), Draw("x", "eos"), Draw("<|excerpt|>", "end")])
 def test_parse_draw_refuses_output_outside_the_region(draw: Draw) -> None:
     from settle.streams.contracts.prompt import OutputParseError

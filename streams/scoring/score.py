@@ -67,10 +67,13 @@ class ScoringConfig:
     distance_workers: int = 1
 
 
-def parse_draw(draw: Draw) -> str:
-    """Region text of a draw; raises OutputParseError for output the region cannot take."""
+def parse_draw(draw: Draw, example: SettledExample | None = None) -> str:
+    """Region text of a draw; raises OutputParseError for output the region cannot take.
+
+    ``example`` (its region and cursor) is needed for the prompt format's insertion form.
+    """
     marker = {"end": EDITABLE_REGION_END, "eos": ENDOFTEXT, "budget": ""}[draw.stop]
-    return parse_output(draw.text + marker)
+    return parse_output(draw.text + marker, example=example)
 
 
 @dataclass
@@ -133,7 +136,7 @@ def _add_round(p: _Pending, row: Sequence[Draw], policy: BandPolicy, config: Sco
     parsed: list[str | None] = []
     for draw in row:
         try:
-            parsed.append(parse_draw(draw))
+            parsed.append(parse_draw(draw, p.example))
         except OutputParseError as exc:
             p.failures[exc.reason] = p.failures.get(exc.reason, 0) + 1
             parsed.append(None)

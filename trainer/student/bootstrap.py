@@ -1,18 +1,34 @@
-"""The first student: a few minutes of CPU training on simulated sessions, cached.
+"""The first student: CPU training on simulated sessions, shipped as a small artifact, cached.
 
 A random student solves nothing, so every example would be "too hard" and the
 loop would have nothing to start from. The bootstrap teaches a tiny model the
-output format and the easy part of the task (rewrite the region it is shown)
-on every changed settled example of a simulation whose seed differs from the
-demo's. The result is cached under a name derived from its recipe, so `make
-run` pays for it once.
+output format and the easy part of the task on every changed settled example of
+a simulation whose seed differs from the demo's. Targets use the prompt
+module's insertion form where the edit is an insertion at the cursor (most typed
+edits), so the model writes only the new text instead of copying the region back.
+
+The recipe (``BootstrapRecipe``) names everything the result depends on; its key
+names the cache entry. Training it takes tens of minutes on a loaded 2-core
+machine, more than a first ``make run`` should, so the default recipe's weights
+ship as ``artifacts/bootstrap-<shape>-<key>.tar.gz`` with a ``.sha256`` next to
+it: ``bootstrap_student`` unpacks it (checksum verified, ONNX exported locally)
+and trains only when no artifact matches the recipe. Rebuild it with one command::
+
+    .venv/bin/python -m settle.trainer.student.bootstrap --recipe default
+
+(CPU torch can differ in the last bits between machines, so a rebuild gives a
+student of the same recipe, not necessarily the same checksum).
 """
 
 from __future__ import annotations
 
+import argparse
+import gzip
 import hashlib
+import io
 import json
 import shutil
+import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,20 +55,90 @@ class BootstrapRecipe:
     lr: float = 3e-3
     max_tokens: int = 768
     tokenizer_files: int = 60
+    #: the prompt module's output format the targets are rendered in (2: insertion form at the
+    #: cursor, else whole region); part of the cache key, so a format change retrains
+    output_format: int = 2
 
     def key(self) -> str:
         return hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=6).hexdigest()
 
 
-def bootstrap_student(cache: Path, recipe: BootstrapRecipe = BootstrapRecipe(), *, progress: bool = True) -> Path:
-    """Model directory (ONNX at the top, weights in hf/) of the bootstrap student, built if not cached."""
-    dest = cache / f"bootstrap-{recipe.shape}-{recipe.key()}"
+#: artifacts shipped with the repository (absent from an installed wheel: then it trains)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+#: recipes ``python -m settle.trainer.student.bootstrap --recipe NAME`` builds
+RECIPES: dict[str, BootstrapRecipe] = {"default": BootstrapRecipe()}
+
+
+class ArtifactChecksumError(RuntimeError):
+    """A shipped artifact does not match its recorded checksum."""
+
+
+def artifact_name(recipe: BootstrapRecipe) -> str:
+    return f"bootstrap-{recipe.shape}-{recipe.key()}"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bootstrap_student(
+    cache: Path, recipe: BootstrapRecipe = BootstrapRecipe(), *, progress: bool = True,
+    artifacts: Path | None = ARTIFACTS,
+) -> Path:
+    """Model directory (ONNX at the top, weights in hf/) of the bootstrap student.
+
+    From the cache; else from the shipped artifact of this recipe (checksum verified);
+    else trained here (and cached).
+    """
+    dest = cache / artifact_name(recipe)
     if (dest / "model.onnx").exists():
         try:
             read_export_info(dest)
         except GraphFormatError:  # cached before the graph layout changed: the weights are good
             export_onnx(dest / "hf", dest)
         return dest
+    tarball = artifacts / f"{artifact_name(recipe)}.tar.gz" if artifacts is not None else None
+    if tarball is not None and tarball.exists():
+        return _unpack(tarball, dest)
+    return _train(recipe, dest, progress=progress)
+
+
+def _unpack(tarball: Path, dest: Path) -> Path:
+    want = tarball.with_name(tarball.name + ".sha256").read_text().split()[0]
+    got = sha256_of(tarball)
+    if got != want:
+        raise ArtifactChecksumError(f"{tarball}: sha256 {got}, expected {want}")
+    with tempfile.TemporaryDirectory(prefix="settle-bootstrap-") as tmp:
+        work = Path(tmp) / "unpacked"
+        with tarfile.open(tarball, "r:gz") as tar:
+            tar.extractall(work, filter="data")
+        staged = make_model_dir(Path(tmp) / "staged", hf_dir=work / "hf")
+        shutil.copy(work / "bootstrap.json", staged / "bootstrap.json")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staged, dest)
+    return dest
+
+
+def pack_artifact(model_dir: Path, artifacts: Path, recipe: BootstrapRecipe) -> Path:
+    """Write ``<artifacts>/<name>.tar.gz`` (hf weights, tokenizer, recipe; byte-reproducible
+    from the same files) and its ``.sha256``; returns the tarball."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    tarball = artifacts / f"{artifact_name(recipe)}.tar.gz"
+    files = sorted(p for p in (model_dir / "hf").rglob("*") if p.is_file()) + [model_dir / "bootstrap.json"]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for f in files:
+            info = tarfile.TarInfo(str(f.relative_to(model_dir)))
+            data = f.read_bytes()
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    with open(tarball, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    tarball.with_name(tarball.name + ".sha256").write_text(f"{sha256_of(tarball)}  {tarball.name}\n")
+    return tarball
+
+
+def _train(recipe: BootstrapRecipe, dest: Path, *, progress: bool) -> Path:
     lines = [encode(e) for e in simulate(SimulationConfig(sessions=recipe.sessions, seed=recipe.seed))]
     examples = [e for e in settle_records(enumerate(lines)).examples if e.original_text != e.settled_text]
     with tempfile.TemporaryDirectory(prefix="settle-bootstrap-") as tmp:
@@ -72,3 +158,19 @@ def bootstrap_student(cache: Path, recipe: BootstrapRecipe = BootstrapRecipe(), 
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staged, dest)
     return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train a bootstrap recipe and write its artifact (tar.gz + sha256).")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="default")
+    ap.add_argument("--out", type=Path, default=ARTIFACTS, help="artifacts directory")
+    ap.add_argument("--cache", type=Path, default=Path("var/cache"), help="where the trained student is cached")
+    a = ap.parse_args(argv)
+    recipe = RECIPES[a.recipe]
+    student = bootstrap_student(a.cache, recipe, artifacts=None)  # never from an artifact: this builds one
+    tarball = pack_artifact(student, a.out, recipe)
+    print(f"{tarball} ({tarball.stat().st_size} bytes) sha256 {sha256_of(tarball)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -122,54 +122,69 @@ class Safe:
 # excluded files
 
 
+def _glob_body(g: str) -> str:
+    out, i = [], 0
+    while i < len(g):
+        if g.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+        elif g.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif g[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif g[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(g[i]))
+            i += 1
+    return "".join(out)
+
+
 @lru_cache(maxsize=64)
 def _glob_regex(globs: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One regex for a set of globs (``**`` any directories, ``*``/``?`` within one name).
+    """One regex for a set of globs (``**`` any directories, ``*``/``?`` within one name), matched from the start.
 
     A glob not starting with ``/`` matches relative to any directory (as Zed matches
     relative to the worktree root, and settle does not know the root); matching is
     case-insensitive (a ``.ENV`` on a case-insensitive file system is the same file).
     """
-    parts: list[str] = []
+    anywhere: list[str] = []
+    rooted: list[str] = []
     for glob in globs:
         g = glob.strip().replace("\\", "/")
         if not g:
             continue
-        anchored = g.startswith("/")
-        g = g.lstrip("/")
-        out, i = [], 0
-        while i < len(g):
-            if g.startswith("**/", i):
-                out.append("(?:[^/]*/)*")
-                i += 3
-            elif g.startswith("**", i):
-                out.append(".*")
-                i += 2
-            elif g[i] == "*":
-                out.append("[^/]*")
-                i += 1
-            elif g[i] == "?":
-                out.append("[^/]")
-                i += 1
-            else:
-                out.append(re.escape(g[i]))
-                i += 1
-        body = "".join(out)
-        parts.append(("/" if anchored else "(?:^|/)") + body + "$")
+        if g.startswith("/"):
+            rooted.append(_glob_body(g.lstrip("/")))
+        else:
+            while g.startswith("**/"):  # already relative to any directory
+                g = g[3:]
+            anywhere.append(_glob_body(g))
+    parts = []
+    if anywhere:
+        parts.append("(?:.*/)?(?:" + "|".join(anywhere) + ")")
+    if rooted:
+        parts.append("/(?:" + "|".join(rooted) + ")")
     if not parts:
         return None
-    return re.compile("|".join(f"(?:{p})" for p in parts), re.IGNORECASE)
+    return re.compile("(?:" + "|".join(parts) + r")\Z", re.IGNORECASE | re.DOTALL)
+
+
+@lru_cache(maxsize=65_536)
+def _excluded(path: str, globs: tuple[str, ...]) -> bool:
+    regex = _glob_regex(globs)
+    if regex is None:
+        return False
+    p = path.replace("\\", "/")
+    return regex.match(p) is not None or (not p.startswith("/") and regex.match("/" + p) is not None)
 
 
 def is_excluded(path: str, globs: Sequence[str] = DEFAULT_EXCLUDED_GLOBS) -> bool:
     """Whether ``path`` (relative or absolute, / or \\ separated) matches one of ``globs``."""
-    regex = _glob_regex(tuple(globs))
-    if regex is None:
-        return False
-    p = path.replace("\\", "/")
-    if regex.search(p) is not None:
-        return True
-    return not p.startswith("/") and regex.search("/" + p) is not None
+    return _excluded(path, tuple(globs))
 
 
 # ---------------------------------------------------------------------------
@@ -191,13 +206,12 @@ _TYPE_NAMES = {
     "Private Key": "private_key",
 }
 #: plugins not used: a public IP address is not a secret; private keys are matched as whole blocks below
-_SKIPPED_PLUGINS = {"PublicIPDetector", "PrivateKeyDetector"}
+_SKIPPED_PLUGINS = {"IPPublicDetector", "PrivateKeyDetector"}
 #: secret values this short are replaced where they were found, not searched for elsewhere
 _MIN_PROPAGATED = 8
 
 _PEM_BLOCK = re.compile(
-    r"-----BEGIN[A-Z0-9 _-]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[A-Z0-9 _-]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-    re.DOTALL,
+    r"-----BEGIN[A-Z0-9 _-]*PRIVATE KEY(?: BLOCK)?-----[^\x00]*?(?:-----END[A-Z0-9 _-]*PRIVATE KEY(?: BLOCK)?-----|(?=\x00)|\Z)",
 )
 _PEM_BODY_LINE = re.compile(r"[A-Za-z0-9+/=]{16,}")
 #: gitleaks-style rules detect-secrets does not have: (type, regex, group holding the secret)
@@ -210,9 +224,10 @@ _EXTRA_RULES: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("password_in_url", re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@'\"]+:([^\s@/'\"]+)@"), 1),
     (
         "generic_secret",
+        # run over ASCII-lower-cased text (same offsets; a case-sensitive alternation is much faster)
         re.compile(
-            r"(?i)(?:key|api|token|secret|passwd|password|pwd|auth|credential)[\w.-]{0,20}[\"']?\s*"
-            r"(?:=|:|:=|=>|\?=)\s*[\"'`]?([0-9A-Za-z_+/=.~-]{16,200})"
+            r"(?:key|api|token|secret|passwd|password|pwd|auth|credential)[\w.-]{0,20}[\"']?\s*"
+            r"(?:=|:|:=|=>|\?=)\s*[\"'`]?([0-9a-z_+/=.~-]{16,200})"
         ),
         1,
     ),
@@ -287,10 +302,21 @@ def _filetype(path: str) -> object:
     return determine_file_type(path)
 
 
-def _spans(text: str, path: str) -> list[Span]:
+def _group(kind: str, regex: re.Pattern[str]) -> int:
+    """0: detect-secrets' keyword rules, 1: other rules bound to a secret-sounding word, 2: the rest."""
+    if kind == "password":
+        return 0
+    return 1 if kind in _KEYWORD_KINDS or (kind == "aws_access_key" and regex.groups > 0) else 2
+
+
+def _spans(text: str, path: str, group: int) -> list[Span]:
+    """Spans of one group of rules over ``text``."""
     spans: list[Span] = []
+    lowered = text.translate(_ASCII_LOWER) if group == 1 else text
     for kind, regex, how, param in _rules(_filetype(path)):
-        for m in regex.finditer(text):
+        if _group(kind, regex) != group:
+            continue
+        for m in regex.finditer(lowered if how == "generic" else text):
             if how == "entropy":
                 value = m.group(2)
                 if param.calculate_shannon_entropy(value) > param.entropy_limit and not _looks_fake(value):  # type: ignore[attr-defined]
@@ -305,7 +331,7 @@ def _spans(text: str, path: str) -> list[Span]:
                     spans.append((m.start(g), m.end(g), kind))
             else:
                 g = param  # type: ignore[assignment]
-                value = m.group(g)
+                value = text[m.start(g):m.end(g)] if m.group(g) is not None else None
                 if not value or len(value) < 4 or _looks_fake(value):
                     continue
                 if how == "generic" and _entropy(value) < _GENERIC_MIN_ENTROPY:
@@ -317,23 +343,32 @@ def _spans(text: str, path: str) -> list[Span]:
 #: a line can hold a secret only if it has a secret-sounding word, a URL with a user,
 #: a key block, or a run of 16+ token characters with a digit in it (random keys
 #: almost always have one: a 24-character base64 key lacks one once in 150)
-_TRIGGER = re.compile(
-    r"(?i:key|pass|pwd|pw\b|token|secret|auth|cred|contrase|begin|bearer)|://|@"
-    r"|(?<![A-Za-z0-9_+/=\-])(?=[A-Za-z0-9_+/=\-]{16})[A-Za-z_+/=\-]*\d"
-)
+_TRIGGER_WORD = re.compile(r"key|pass|pw|token|secret|auth|cred|contrase|api|begin|bearer|://|@")
+#: rules that only match next to one of those words (an assignment to a secret-sounding
+#: name): run over the lines that hold one, not over every candidate line
+#: detect-secrets' keyword detector needs one of its DENYLIST words on the line
+_DENYLIST_WORD = re.compile(r"api_?key|auth_?key|service_?key|account_?key|db_?key|database_?key|priv_?key"
+                            r"|private_?key|client_?key|db_?pass|database_?pass|key_?pass|password|passwd|pwd"
+                            r"|secret|contrase")
+_KEYWORD_KINDS = {"password", "generic_secret", "cloudant_credentials", "ibm_cloud_iam_key",
+                  "ibm_cos_hmac_credentials", "softlayer_credentials"}
+_TRIGGER_TOKEN = re.compile(r"[A-Za-z0-9_+/=\-]{16,}")
+_DIGIT = re.compile(r"\d")
+#: ASCII lower-casing that keeps every offset (str.lower can change a string's length)
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 
-def _candidate_lines(text: str) -> tuple[str, list[tuple[int, int]]]:
-    """The lines that pull a trigger, joined by newlines, and (offset in the join, offset in text) per line."""
+def _candidate_lines(text: str, hits: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The lines holding a hit, joined by newlines, and (offset in the join, offset in text) per line."""
     starts: list[tuple[int, int]] = []
     pieces: list[str] = []
     at = 0
     last_line_start = -1
-    for m in _TRIGGER.finditer(text):
-        line_start = text.rfind("\n", 0, m.start()) + 1
+    for hit in sorted(hits):
+        line_start = text.rfind("\n", 0, hit) + 1
         if line_start == last_line_start:
             continue
-        line_end = text.find("\n", m.start())
+        line_end = text.find("\n", hit)
         line_end = len(text) if line_end < 0 else line_end
         starts.append((at, line_start))
         pieces.append(text[line_start:line_end])
@@ -347,10 +382,16 @@ def find_secrets(text: str, path: str = "") -> list[Span]:
     if len(text) < 8:
         return []
     spans = [(m.start(), m.end(), "private_key") for m in _PEM_BLOCK.finditer(text)]
-    joined, starts = _candidate_lines(text)
-    if starts:
+    lowered = text.translate(_ASCII_LOWER)
+    words = [m.start() for m in _TRIGGER_WORD.finditer(lowered)]
+    denylisted = [m.start() for m in _DENYLIST_WORD.finditer(lowered)] if words else []
+    tokens = [m.start() for m in _TRIGGER_TOKEN.finditer(text) if _DIGIT.search(m.group())]
+    for group, hits in ((0, denylisted), (1, words), (2, words + tokens)):
+        if not hits:
+            continue
+        joined, starts = _candidate_lines(text, hits)
         joined_starts = [j for j, _ in starts]
-        for start, end, kind in _spans(joined, path):
+        for start, end, kind in _spans(joined, path, group):
             i = bisect_right(joined_starts, start) - 1
             shift = starts[i][1] - starts[i][0]
             spans.append((start + shift, end + shift, kind))
@@ -384,17 +425,32 @@ def placeholder(kind: str) -> str:
     return f"<secret:{kind}>"
 
 
-class _Scrubber:
-    """Scrubs the fields of one example with one shared set of secret values."""
+#: between the fields of one example when they are scanned as one text (no rule matches across it)
+_SEP = "\n\x00\n"
 
-    def __init__(self, fields: Iterable[tuple[str, str]]) -> None:
-        self.found: dict[int, list[Span]] = {}
+
+class _Scrubber:
+    """Scrubs the fields of one example, scanned together in one pass, with one shared set of secret values."""
+
+    def __init__(self, fields: Sequence[str], path: str) -> None:
+        joined = _SEP.join(fields)
+        found = find_secrets(joined, path)
+        self.found: list[list[Span]] = [[] for _ in fields]
         values: dict[str, str] = {}
-        for text, path in fields:
-            spans = find_secrets(text, path)
-            self.found[id(text)] = spans
-            for start, end, kind in spans:
-                value = text[start:end]
+        if found:
+            bounds = []
+            at = 0
+            for f in fields:
+                bounds.append(at)
+                at += len(f) + len(_SEP)
+            for start, end, kind in found:
+                i = bisect_right(bounds, start) - 1
+                lo = bounds[i]
+                s0, e0 = start - lo, min(end - lo, len(fields[i]))
+                if e0 <= s0:
+                    continue
+                self.found[i].append((s0, e0, kind))
+                value = fields[i][s0:e0]
                 if len(value) >= _MIN_PROPAGATED:
                     if kind == "private_key":
                         for line in _PEM_BODY_LINE.findall(value):
@@ -406,14 +462,14 @@ class _Scrubber:
         )
         self.counts: Counter[str] = Counter()
 
-    def spans(self, text: str, path: str) -> list[Span]:
-        spans = list(self.found.get(id(text)) or find_secrets(text, path))
+    def spans(self, index: int, text: str) -> list[Span]:
+        spans = self.found[index]
         if self.regex is not None and text:
-            spans.extend((m.start(), m.end(), self.values[m.group(0)]) for m in self.regex.finditer(text))
-        return _merge(spans)
+            spans = spans + [(m.start(), m.end(), self.values[m.group(0)]) for m in self.regex.finditer(text)]
+        return _merge(spans) if spans else spans
 
-    def scrub(self, text: str, path: str, cursor: int | None = None) -> tuple[str, int | None]:
-        spans = self.spans(text, path)
+    def scrub(self, index: int, text: str, cursor: int | None = None) -> tuple[str, int | None]:
+        spans = self.spans(index, text)
         if not spans:
             return text, cursor
         out: list[str] = []
@@ -445,31 +501,28 @@ def _scrub(example: SettledExample, excluded: Sequence[str]) -> tuple[SettledExa
     excerpt = ctx.excerpt
     if excerpt is not None and excerpt.path != example.path and is_excluded(excerpt.path, excluded):
         excerpt, removed = None, removed + 1
-    fields: list[tuple[str, str]] = [(example.original_text, example.path), (example.settled_text, example.path)]
-    fields += [(s.old_text, s.path) for s in history] + [(s.new_text, s.path) for s in history]
-    fields += [(e.text, e.path) for e in related] + [(d.message, "") for d in ctx.diagnostics]
-    if excerpt is not None:
-        fields.append((excerpt.text, excerpt.path))
-    if example.production_prediction is not None:
-        fields.append((example.production_prediction, example.path))
-    sc = _Scrubber(fields)
-    original, cursor = sc.scrub(example.original_text, example.path, example.cursor)
-    settled, _ = sc.scrub(example.settled_text, example.path)
-    new_history = [
-        EditStep(path=s.path, old_text=sc.scrub(s.old_text, s.path)[0], new_text=sc.scrub(s.new_text, s.path)[0],
-                 time_ms=s.time_ms)
-        for s in history
-    ]
-    new_related = [Excerpt(path=e.path, text=sc.scrub(e.text, e.path)[0], start_line=e.start_line) for e in related]
-    new_diags = [Diagnostic(message=sc.scrub(d.message, "")[0], severity=d.severity, span=d.span)
-                 for d in ctx.diagnostics]
+    fields: list[str] = [example.original_text, example.settled_text]
+    fields += [s.old_text for s in history] + [s.new_text for s in history]
+    fields += [e.text for e in related] + [d.message for d in ctx.diagnostics]
+    fields += [excerpt.text] if excerpt is not None else []
+    fields += [example.production_prediction] if example.production_prediction is not None else []
+    sc = _Scrubber(fields, example.path)
+    index = iter(range(len(fields)))
+
+    def scrub(text: str) -> str:
+        return sc.scrub(next(index), text)[0]
+
+    original, cursor = sc.scrub(next(index), example.original_text, example.cursor)
+    settled = scrub(example.settled_text)
+    olds = [scrub(s.old_text) for s in history]
+    news = [scrub(s.new_text) for s in history]
+    new_history = [EditStep(path=s.path, old_text=o, new_text=n, time_ms=s.time_ms) for s, o, n in zip(history, olds, news)]
+    new_related = [Excerpt(path=e.path, text=scrub(e.text), start_line=e.start_line) for e in related]
+    new_diags = [Diagnostic(message=scrub(d.message), severity=d.severity, span=d.span) for d in ctx.diagnostics]
     new_excerpt = (
-        None if excerpt is None
-        else Excerpt(path=excerpt.path, text=sc.scrub(excerpt.text, excerpt.path)[0], start_line=excerpt.start_line)
+        None if excerpt is None else Excerpt(path=excerpt.path, text=scrub(excerpt.text), start_line=excerpt.start_line)
     )
-    prediction = (
-        None if example.production_prediction is None else sc.scrub(example.production_prediction, example.path)[0]
-    )
+    prediction = None if example.production_prediction is None else scrub(example.production_prediction)
     if not sc.counts and not removed:
         return example, {}, 0
     context = PromptContext(edit_history=new_history, excerpt=new_excerpt, related=new_related, diagnostics=new_diags)

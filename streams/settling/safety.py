@@ -296,6 +296,7 @@ def _rules(filetype: object) -> tuple[tuple[str, re.Pattern[str], str, object], 
     return tuple(rules)
 
 
+@lru_cache(maxsize=4096)
 def _filetype(path: str) -> object:
     from detect_secrets.util.filetype import determine_file_type
 
@@ -309,13 +310,17 @@ def _group(kind: str, regex: re.Pattern[str]) -> int:
     return 1 if kind in _KEYWORD_KINDS or (kind == "aws_access_key" and regex.groups > 0) else 2
 
 
+@lru_cache(maxsize=32)
+def _grouped_rules(filetype: object) -> tuple[tuple[tuple[str, re.Pattern[str], str, object], ...], ...]:
+    rules = _rules(filetype)
+    return tuple(tuple(r for r in rules if _group(r[0], r[1]) == g) for g in range(3))
+
+
 def _spans(text: str, path: str, group: int) -> list[Span]:
     """Spans of one group of rules over ``text``."""
     spans: list[Span] = []
     lowered = text.translate(_ASCII_LOWER) if group == 1 else text
-    for kind, regex, how, param in _rules(_filetype(path)):
-        if _group(kind, regex) != group:
-            continue
+    for kind, regex, how, param in _grouped_rules(_filetype(path))[group]:
         for m in regex.finditer(lowered if how == "generic" else text):
             if how == "entropy":
                 value = m.group(2)

@@ -50,8 +50,15 @@ def key_of(raw: bytes) -> tuple[bytes | None, bool]:
     return None, False
 
 
-async def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str = EDITS) -> int:
-    """Send raw event lines to `edits`, keyed by buffer; a tick goes to every partition."""
+async def produce_lines(
+    settings: Settings, lines: Iterable[bytes], topic: str = EDITS, timestamps: Iterable[int] | None = None
+) -> int:
+    """Send raw event lines to `edits`, keyed by buffer; a tick goes to every partition.
+
+    ``timestamps`` (ms, one per line) set the Kafka record timestamps, as the ingest
+    endpoint does with its wall clock; by default the producer stamps them.
+    """
+    stamps = iter(timestamps) if timestamps is not None else None
     name = settings.topic(topic)
     producer = AIOKafkaProducer(
         **client_kwargs(settings), acks="all", linger_ms=5, max_batch_size=256 * 1024
@@ -64,8 +71,9 @@ async def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str =
         for raw in lines:
             key, is_tick = key_of(raw)
             targets = partitions if is_tick else [None]
+            stamp = next(stamps) if stamps is not None else None
             for p in targets:
-                pending.append(await producer.send(name, value=raw, key=key, partition=p))
+                pending.append(await producer.send(name, value=raw, key=key, partition=p, timestamp_ms=stamp))
                 sent += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)

@@ -160,7 +160,12 @@ def test_bad_records_go_to_dead_letter_and_the_worker_keeps_going(settings: Sett
     final_tick = b'{"v": 1, "kind": "tick", "time_ms": 400000}'
     lines = [encode(good_before), encode(edit), *bad.values(), *split, encode(good_after), final_tick]
     reference = _reference(lines, settings)
-    assert {e.request_id for e in reference.values()} == {"r0", "r3", "r4"}
+    # s0's unreadable records (unsupported_version, invalid_event) and s4's splitting edit
+    # were edits of open regions' buffers the tracker could not apply: r0 and r4 are
+    # dropped (missed_edit), never emitted with text the editor may not have held.
+    assert {e.request_id for e in reference.values()} == {"r3"}
+    no_edit = settle_records(enumerate([encode(good_before), encode(edit), final_tick]), settings.tracker)
+    assert [e.settled_text for e in no_edit.examples] == ["aXYc"]
 
     ensure_topics_sync(settings)
     asyncio.run(produce_lines(settings, lines))
@@ -176,9 +181,7 @@ def test_bad_records_go_to_dead_letter_and_the_worker_keeps_going(settings: Sett
     for d in letters:
         assert d.source_topic == settings.topic("edits") and d.offset >= 0 and d.error
         assert d.value in lines  # the raw bytes, for replay after a fix
-    settled = {e.request_id: e for e in reference.values()}
-    assert settled["r0"].settled_text == "aXYc"
-    assert settled["r4"].settled_text == "aé"  # the bad edit changed nothing
+    assert settle_records(enumerate(lines), settings.tracker).tracker.stats.dropped_by_reason == {"missed_edit": 2}
     assert msgspec.json.decode(dead[0].value)["agent"] == "settle"
 
 
@@ -236,3 +239,38 @@ def test_rebalancing_between_two_workers_loses_nothing(settings: Settings, tmp_p
     finally:
         a.kill()
         b.stop()
+
+
+def _trust_lines() -> list[bytes]:
+    """Issue 9's first input: another client's fast clock, then r edited in b.py."""
+    def ev(**f: object) -> bytes:
+        return msgspec.json.encode({"consent": True, "encoding": "utf-16", "session_id": "s", "path": "b.py", **f})
+
+    return [
+        ev(kind="buffer_edited", time_ms=100_000, session_id="fast", path="f.py",
+           replacements=[{"start": 0, "end": 0, "text": "x"}]),
+        ev(kind="prediction_requested", time_ms=1_000, request_id="r", region={"start": 0, "end": 1},
+           region_text="a", cursor=0),
+        ev(kind="buffer_edited", time_ms=1_500, replacements=[{"start": 0, "end": 1, "text": "b"}]),
+        msgspec.json.encode({"kind": "tick", "time_ms": 20_000}),
+    ]
+
+
+@pytest.mark.parametrize("record_time", [False, True])
+def test_a_fast_client_decides_nothing_on_the_stream(settings: Settings, tmp_path: Path, record_time: bool) -> None:
+    """Ticks alone, or record timestamps set at ingest: r settles as "b" either way, as the reference says."""
+    s = replace(settings, record_time=record_time)
+    lines = _trust_lines()
+    reference = _reference(lines, s)
+    assert [(e.settled_text, e.settled_at_ms) for e in reference.values()] == [("b", 11_500)]
+    ensure_topics_sync(s)
+    now = int(time.time() * 1000)
+    # Stamped as an ingest endpoint would: arrival order, the tick 20 s later (its own time_ms
+    # is a worker's clock, which under record_time counts for nothing).
+    stamps = [now, now + 1, now + 2, now + 20_000] if record_time else None
+    asyncio.run(produce_lines(s, lines, timestamps=stamps))
+    worker = WorkerProcess(s, tmp_path / "worker.log").start()
+    try:
+        _assert_matches(_collect(s, set(reference), worker, timeout_s=90), reference)
+    finally:
+        worker.stop()

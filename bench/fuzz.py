@@ -52,7 +52,7 @@ from hypothesis import strategies as st
 
 from settle.schemas.codecs import InvalidRecord, decode, decode_event, decode_settled, encode
 from settle.schemas.events import PredictionRequested
-from settle.schemas.examples import DeadLetter, SettledExample
+from settle.schemas.examples import DeadLetter
 from settle.schemas.models import ModelPublished
 from settle.schemas.scored import ScoredExample
 
@@ -267,9 +267,8 @@ def check_edits(batch: list[tuple[bytes | None, bytes | None]], timestamps: list
     from settle.streams.settling.partition import PartitionSettler
 
     settler = PartitionSettler(0, record_time=timestamps is not None)
-    offset = 0
     settled: list[bytes] = []
-    for key, value in batch + [(None, encode({"kind": "tick", "v": 1, "time_ms": 10**13}))]:
+    for offset, (key, value) in enumerate(batch + [(None, encode({"kind": "tick", "v": 1, "time_ms": 10**13}))]):
         stamp = timestamps[offset % len(timestamps)] if timestamps else None
         raw = value or b""
         try:
@@ -288,8 +287,8 @@ def check_edits(batch: list[tuple[bytes | None, bytes | None]], timestamps: list
             assert [(d.reason, d.offset, d.value) for d in letters] == [(bad, offset, raw)], (bad, letters)
         assert all(d.reason and d.error and d.source_topic == "edits" for d in letters)
         settled += [o.value for o in outs if o.topic == "settled"]
-        offset += 1
-    if timestamps is None and all(k is None for k, _ in batch):  # the stream's settler and the offline reference agree, record for record
+    if timestamps is None and all(k is None for k, _ in batch):
+        # the stream's settler and the offline reference agree, record for record
         from settle.streams.settling.reference import settle_records
 
         values = [v or b"" for _, v in batch] + [encode({"kind": "tick", "v": 1, "time_ms": 10**13})]
@@ -360,9 +359,8 @@ def check_models(raw: bytes) -> None:
 def check_jsonl(lines: list[bytes], strict: bool = False) -> None:
     from typer.testing import CliRunner
 
-    from settle.streams.cli import app
-
     from settle.schemas.jsonl import read_lines
+    from settle.streams.cli import app
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "in.jsonl"
@@ -529,9 +527,9 @@ def _settled_examples(draw: st.DrawFn) -> bytes:
 
 def check_prompt(raw: bytes) -> None:
     """What the scorer renders for an example that decodes: a prompt, or a reason it cannot."""
+    from settle.schemas.scored import BandPolicy
     from settle.streams.contracts.prompt import render_prompt, render_target
     from settle.streams.scoring.band import screen
-    from settle.schemas.scored import BandPolicy
 
     ex = decode_settled(raw)
     if screen(ex, BandPolicy()) is None:  # what score_batch renders
@@ -649,7 +647,7 @@ def run_atheris(name: str, runs: int, timeout_s: float) -> Tally:
     tally = Tally()
     start = time.perf_counter()
     try:
-        out = subprocess.run([sys.executable, __file__, "--atheris-child", name, "--runs", str(runs)],
+        out = subprocess.run([sys.executable, __file__, "--atheris-child", name, "--runs", str(runs)], check=False,
                              capture_output=True, text=True, timeout=timeout_s)
         text = out.stdout + out.stderr
     except subprocess.TimeoutExpired as exc:

@@ -280,7 +280,11 @@ def _rules(filetype: object) -> tuple[tuple[str, re.Pattern[str], str, object], 
     """
     from detect_secrets.plugins.base import RegexBasedDetector
     from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
-    from detect_secrets.plugins.keyword import QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP, REGEX_BY_FILETYPE, KeywordDetector
+    from detect_secrets.plugins.keyword import (
+        QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP,
+        REGEX_BY_FILETYPE,
+        KeywordDetector,
+    )
 
     rules: list[tuple[str, re.Pattern[str], str, object]] = []
     for kind, plugin in _plugins():

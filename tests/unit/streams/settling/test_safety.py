@@ -7,6 +7,7 @@ source file itself holds no secret-shaped string.
 from __future__ import annotations
 
 import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -122,10 +122,14 @@ def train(
     s = settings_from(bootstrap=bootstrap, topic_prefix=prefix)
     if bootstrap_dir is not None and not (bootstrap_dir / "model.onnx").exists():
         raise fail(f"{bootstrap_dir} is not an exported student")
+    if every is not None and cron is not None:
+        raise fail("give --every or --cron, not both")
     try:
         schedule = Schedule.parse(every=every, cron=cron)
     except ValueError as exc:
-        raise fail(f"--every/--cron: {exc}") from None
+        if every is not None:
+            raise fail(f"--every must look like 30m, 2h, 45s, 1d or seconds, not {every!r}") from None
+        raise fail(f"--cron: {exc}") from None
     from settle.streams.kafka.lag import serve_metrics
 
     serve_metrics(s, metrics_port)

@@ -8,6 +8,7 @@ an operator can act on, not a stack trace).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -117,7 +118,22 @@ def _text_problem(raw: bytes) -> InvalidRecord | None:
     return None
 
 
-def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecord:
+def classify(
+    raw: bytes,
+    fmt: Format,
+    exc: msgspec.DecodeError,
+    *,
+    invalid: str,
+    check: Callable[[dict[str, Any]], InvalidRecord | None] | None = None,
+) -> InvalidRecord:
+    """Why ``raw`` failed its typed decode: the one failure classifier of every topic's decoder.
+
+    In order: unreadable text (``byte_order_mark``, ``invalid_utf8``, ``lone_surrogate``,
+    else ``malformed``), ``not_an_object``, ``unsupported_version`` (a top-level ``v`` other
+    than ``SCHEMA_VERSION``; absent means current), then the caller's own ``check`` of the
+    generic object, else ``invalid`` with the typed decoder's message. Called only on the
+    slow path, after the fast typed decode failed.
+    """
     try:
         generic = msgspec.json.decode(raw) if fmt == "json" else msgspec.msgpack.decode(raw)
     except msgspec.DecodeError as inner:
@@ -132,10 +148,19 @@ def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecor
         return InvalidRecord(
             "unsupported_version", f"schema version {version!r}, this worker reads {SCHEMA_VERSION}"
         )
+    found = check(generic) if check is not None else None
+    return found if found is not None else InvalidRecord(invalid, str(exc))
+
+
+def _event_kind(generic: dict[str, Any]) -> InvalidRecord | None:
     kind = generic.get("kind")
     if kind not in KNOWN_KINDS:
         return InvalidRecord("unknown_kind", f"kind {kind!r} is not one of {', '.join(KNOWN_KINDS)}")
-    return InvalidRecord("invalid_event", str(exc))
+    return None
+
+
+def _classify(raw: bytes, fmt: Format, exc: msgspec.DecodeError) -> InvalidRecord:
+    return classify(raw, fmt, exc, invalid="invalid_event", check=_event_kind)
 
 
 class Stray(NamedTuple):

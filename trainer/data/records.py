@@ -9,10 +9,12 @@ no Kafka here (the topic side is ``kept_topic``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
+from settle.schemas.codecs import InvalidRecord, classify
+from settle.schemas.events import SCHEMA_VERSION
 from settle.schemas.examples import SettledExample
 from settle.schemas.jsonl import read_lines
 from settle.schemas.scored import ScoredExample
@@ -28,13 +30,8 @@ def as_settled(item: SettledExample | ScoredExample) -> SettledExample:
     return item.example if isinstance(item, ScoredExample) else item
 
 
-class InvalidTrainingRecord(ValueError):
+class InvalidTrainingRecord(InvalidRecord):
     """A value that is not a usable example; ``reason`` is a stable code for counting."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 _scored_dec = msgspec.json.Decoder(ScoredExample)
@@ -42,18 +39,18 @@ _settled_dec = msgspec.json.Decoder(SettledExample)
 
 
 def _classify(raw: bytes, expect_scored: bool, exc: msgspec.DecodeError) -> InvalidTrainingRecord:
-    try:
-        generic = msgspec.json.decode(raw)
-    except msgspec.DecodeError as inner:
-        return InvalidTrainingRecord("malformed", f"not valid JSON: {inner}")
-    if not isinstance(generic, dict):
-        return InvalidTrainingRecord("not_an_object", f"expected an object, got {type(generic).__name__}")
-    for obj in (generic, generic.get("example")):
-        if isinstance(obj, dict) and obj.get("v", 1) != 1:
-            return InvalidTrainingRecord("unsupported_version", f"schema version {obj.get('v')!r}, this reads 1")
-    if expect_scored and "example" not in generic and "original_text" in generic:
-        return InvalidTrainingRecord("not_scored", "a bare SettledExample where a ScoredExample was expected")
-    return InvalidTrainingRecord("invalid_schema", str(exc))
+    """The codecs' one classifier, plus what only training records can get wrong."""
+
+    def check(generic: dict[str, Any]) -> InvalidRecord | None:
+        nested = generic.get("example")
+        if isinstance(nested, dict) and nested.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
+            return InvalidRecord("unsupported_version", f"schema version {nested.get('v')!r}, this reads 1")
+        if expect_scored and "example" not in generic and "original_text" in generic:
+            return InvalidRecord("not_scored", "a bare SettledExample where a ScoredExample was expected")
+        return None
+
+    found = classify(raw, "json", exc, invalid="invalid_schema", check=check)
+    return InvalidTrainingRecord(found.reason, found.message)
 
 
 def decode_kept(raw: bytes | None) -> ScoredExample:

@@ -41,8 +41,12 @@ class OnnxStudent:
 
     @property
     def batch_invariant(self) -> bool:
-        """Whether an example's draws are the same whatever batch they are drawn in (CPU: yes)."""
-        return self.sampler.batch_invariant
+        """Whether an example's draws are the same whatever batch they are drawn in: promised on
+        ONNX Runtime's CPU provider only (runs of its own per example; see the sampler). On CUDA
+        the default is one padded run per batch, and even runs of one example alone have not been
+        checked for it (GPU libraries may pick kernels by workspace and heuristics), so a CUDA
+        scorer records False."""
+        return self.sampler.batch_invariant and self.sampler.device == "cpu"
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids, cut from the left past the budget: the region and output markers are at the end."""

@@ -26,7 +26,8 @@ from settle.schemas.codecs import encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.models import ModelPublished
 from settle.streams.contracts.student_dir import write_manifest
-from settle.streams.kafka.io import dead_letter
+from settle.streams.kafka.io import produce_dead_letters
+from settle.streams.records import Consumed, dead_letter
 from settle.streams.settings import KEPT, Settings
 from settle.trainer.data.dedupe import dedupe
 from settle.trainer.data.kept_topic import commit_kept, read_kept, trainer_group_id
@@ -151,10 +152,11 @@ def train_once(settings: Settings, config: TrainConfig = TrainConfig(), *, progr
         end_offsets = dict(batch.end_offsets)
         if batch.undecodable:
             # the offsets move past them, so they go where an operator can find and replay them
-            asyncio.run(dead_letter(settings, [
-                (settings.topic(KEPT), u.partition, u.offset, u.key, u.value, u.reason, u.error)
-                for u in batch.undecodable
-            ], agent="train"))
+            asyncio.run(produce_dead_letters(settings, [
+            dead_letter(Consumed(settings.topic(KEPT), u.partition, u.offset, u.key, u.value), u.reason, u.error,
+                        "train")
+            for u in batch.undecodable
+        ]))
         examples, _ = dedupe(batch.examples)
         new_examples = len(examples)
         if len(examples) < config.min_examples:

@@ -16,8 +16,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from settle.schemas.events import buffer_key
-
 from settle.streams.kafka.security import client_kwargs
+from settle.streams.records import Output
 from settle.streams.settings import DEAD_LETTER, EDITS, Settings
 
 
@@ -127,23 +127,14 @@ async def read_topic(settings: Settings, topic: str, **kwargs: object) -> list[R
 __all__ = ["Record", "key_of", "produce_lines", "iter_topic", "read_topic", "TopicPartition"]
 
 
-async def dead_letter(
-    settings: Settings,
-    records: Iterable[tuple[str, int, int, bytes | None, bytes, str, str]],
-    agent: str,
-) -> int:
-    """Send (topic, partition, offset, key, value, reason, error) records to `dead-letter`."""
-    from settle.schemas.codecs import encode
-    from settle.schemas.examples import DeadLetter
-
+async def produce_dead_letters(settings: Settings, letters: Iterable[Output]) -> int:
+    """Send dead letters (built by ``settle.streams.records.dead_letter``) to `dead-letter`; waits for each ack."""
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
     sent = 0
     try:
         await producer.start()
-        for topic, partition, offset, key, value, reason, error in records:
-            letter = DeadLetter(reason=reason, error=error, source_topic=topic, partition=partition,
-                                offset=offset, key=key, value=value, agent=agent)
-            await producer.send_and_wait(settings.output_topic(DEAD_LETTER), key=key, value=encode(letter))
+        for letter in letters:
+            await producer.send_and_wait(settings.output_topic(DEAD_LETTER), key=letter.key, value=letter.value)
             sent += 1
     finally:
         await producer.stop()

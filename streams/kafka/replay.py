@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from settle.streams.kafka.io import topic_partitions
+from settle.streams.records import Consumed, dead_letter
 
 try:  # TLS/SASL settings, where this deployment has them
     from settle.streams.kafka.security import client_kwargs
@@ -308,7 +309,6 @@ async def replay_settled(
     import msgspec
 
     from settle.schemas.codecs import decode_settled, encode
-    from settle.schemas.examples import DeadLetter
     from settle.streams.scoring.score import score_batch
 
     if output_prefix == settings.topic_prefix:
@@ -376,10 +376,9 @@ async def replay_settled(
                     try:
                         example = decode_settled(m.value or b"")
                     except msgspec.DecodeError as exc:
-                        letter = DeadLetter(reason="invalid_settled", error=str(exc), source_topic=m.topic,
-                                            partition=m.partition, offset=m.offset, key=m.key,
-                                            value=m.value or b"", agent="replay-score")
-                        pending.append(await producer.send(out.topic(DEAD_LETTER), key=m.key, value=encode(letter)))
+                        letter = dead_letter(Consumed(m.topic, m.partition, m.offset, m.key, m.value or b""),
+                                             "invalid_settled", str(exc), "replay-score")
+                        pending.append(await producer.send(out.topic(DEAD_LETTER), key=letter.key, value=letter.value))
                         report.emitted[DEAD_LETTER] = report.emitted.get(DEAD_LETTER, 0) + 1
                         continue
                     if example.id in seen:

@@ -24,10 +24,10 @@ from faust.types import StreamT
 from settle.schemas.codecs import decode
 from settle.schemas.models import ModelPublished
 from settle.streams.kafka import prometheus as metrics
-from settle.streams.kafka.io import dead_letter
+from settle.streams.kafka.io import produce_dead_letters
 from settle.streams.kafka.security import client_kwargs
 from settle.streams.kafka.settle_agent import base_app_settings
-from settle.streams.records import Consumed
+from settle.streams.records import Consumed, dead_letter
 from settle.streams.scoring.batch import BatchScorer
 from settle.streams.scoring.score import SampleSource, ScoringConfig
 from settle.streams.settings import DEAD_LETTER, KEPT, MODELS, SCORED, SETTLED, Settings
@@ -101,8 +101,8 @@ async def _apply_record(settings: Settings, holder: ModelHolder, topic: str, m: 
     except msgspec.DecodeError as exc:
         log.warning("undecodable `models` record at offset %d: %s", m.offset, exc)
         if holder.dead_letters:
-            await dead_letter(settings, [(topic, 0, m.offset, m.key, m.value or b"", "invalid_model_message", str(exc))],
-                              agent="score-models")
+            source = Consumed(topic, 0, m.offset, m.key, m.value or b"")
+            await produce_dead_letters(settings, [dead_letter(source, "invalid_model_message", str(exc), "score-models")])
         return
     try:
         await asyncio.to_thread(holder.apply, message)

@@ -12,20 +12,11 @@ from dataclasses import dataclass, field
 
 from settle.schemas.codecs import InvalidRecord, buffer_of, decode_event, encode
 from settle.schemas.events import Tick
-from settle.schemas.examples import DeadLetter, SettledExample
-
+from settle.schemas.examples import SettledExample
+from settle.streams.records import Consumed, Output, dead_letter
 from settle.streams.scoring.kept_rate import with_production_kept_rate
 from settle.streams.settling.safety import Safety, SafetyPolicy
 from settle.streams.settling.tracker import Dropped, InvalidEvent, Outcome, Tracker, TrackerConfig
-
-
-@dataclass(frozen=True)
-class Output:
-    """A record to produce: logical topic name, key, value."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
 
 
 @dataclass
@@ -118,14 +109,4 @@ class PartitionSettler:
         self, offset: int, key: bytes | None, raw: bytes, reason: str, error: str
     ) -> Output:
         self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
-        record = DeadLetter(
-            reason=reason,
-            error=error,
-            source_topic=self.source_topic,
-            partition=self.partition,
-            offset=offset,
-            key=key,
-            value=raw,
-            agent=self.agent,
-        )
-        return Output("dead-letter", key, encode(record))
+        return dead_letter(Consumed(self.source_topic, self.partition, offset, key, raw), reason, error, self.agent)

@@ -29,10 +29,11 @@ import pytest
 
 from settle.schemas.codecs import encode
 from settle.schemas.models import ModelPublished
-from settle.streams.kafka.io import committed_offsets, dead_letter, produce_lines, read_topic
+from settle.streams.kafka.io import committed_offsets, produce_dead_letters, produce_lines, read_topic
 from settle.streams.kafka.topics import ensure_topics_sync
-from settle.streams.local.broker import broker_binary, free_port, wait_until_ready
+from settle.streams.local.broker import broker_binary, free_port
 from settle.streams.local.processes import WorkerProcess
+from settle.streams.records import Consumed, dead_letter
 from settle.streams.settings import DEAD_LETTER, EDITS, SETTLED, Settings
 from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, simulate
@@ -153,7 +154,8 @@ def test_plain_aiokafka_clients_speak_tls_and_verify_the_broker(tls_settings: Se
     assert sent >= len(lines)
     assert len(asyncio.run(read_topic(s, EDITS, idle_s=1.0, group_id="tls-reader"))) == sent
     assert sum(1 for _ in asyncio.run(committed_offsets(s, "tls-reader")).values()) == s.partitions
-    assert asyncio.run(dead_letter(s, [(s.topic(EDITS), 0, 0, None, b"x", "malformed", "test")], agent="tls")) == 1
+    letter = dead_letter(Consumed(s.topic(EDITS), 0, 0, None, b"x"), "malformed", "test", "tls")
+    assert asyncio.run(produce_dead_letters(s, [letter])) == 1
     assert len(asyncio.run(read_topic(s, DEAD_LETTER, idle_s=1.0))) == 1
     message = ModelPublished(name="student", version="v0001", status="published", location="/m", created_at_ms=1)
     asyncio.run(announce(s, message))

@@ -38,7 +38,6 @@ from settle.streams.settings import DEAD_LETTER, SCORED, SETTLED, Settings
 from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, continue_after, simulate
 
-K = 8
 MAX_NEW_TOKENS = 96
 
 
@@ -50,7 +49,12 @@ def _telemetry(seed: int, sessions: int, after: list[bytes] | None = None) -> li
     return [encode(e) for e in simulate(config)]
 
 
-def run_whole_loop(sessions: int, seed: int, port: int, work_dir: Path, timeout_s: float = 600.0) -> None:
+def run_whole_loop(
+    sessions: int, seed: int, port: int, work_dir: Path, timeout_s: float = 600.0, calibrate: bool = False
+) -> None:
+    """The loop with the default band (``BandPolicy()``); ``calibrate`` fits a median band to the
+    bootstrap student's own difficulty quantiles instead (what the loop did while the bootstrap
+    student could not beat "not editing")."""
     from settle.streams.runtime.student import OnnxStudent
     from settle.streams.scoring.score import calibrate_band
     from settle.trainer.job import TrainConfig, publish_bootstrap, train_once
@@ -61,20 +65,28 @@ def run_whole_loop(sessions: int, seed: int, port: int, work_dir: Path, timeout_
     registry = work_dir / "models"
     shutil.rmtree(registry, ignore_errors=True)
 
-    with console.status("bootstrap student (cached after the first run; a few CPU minutes the first time)"):
+    with console.status("bootstrap student (shipped artifact, else trained: cached after the first run)"):
         student = bootstrap_student(Path("var/cache"))
     console.print(f"bootstrap student: {student}")
 
-    calibration = settle_records(enumerate(_telemetry(seed=77, sessions=8))).examples
-    with console.status("calibrating the band to the student's own difficulty quantiles"):
-        policy = calibrate_band(calibration, OnnxStudent(student), BandPolicy(mode="median", k=K), 0.25, 0.75,
-                                  MAX_NEW_TOKENS)
+    if calibrate:
+        calibration = settle_records(enumerate(_telemetry(seed=77, sessions=8))).examples
+        with console.status("calibrating the band to the student's own difficulty quantiles"):
+            policy = calibrate_band(calibration, OnnxStudent(student), BandPolicy(mode="median", k=8), 0.25, 0.75,
+                                    MAX_NEW_TOKENS)
+        console.print(
+            f"band (median normalised distance) calibrated on {len(calibration)} examples: "
+            f"keep [{policy.keep_min_median:.2f}, {policy.keep_max_median:.2f}]"
+        )
+    else:
+        policy = BandPolicy()
+        console.print(
+            f"band: the default policy, not calibrated: keep when {policy.keep_min_solve_rate:g}..."
+            f"{policy.keep_max_solve_rate:g} of k={policy.k} samples are within {policy.solve_threshold:g} "
+            "of the user's edit size"
+        )
     policy_file = work_dir / "policy.json"
     policy_file.write_bytes(msgspec.json.encode(policy))
-    console.print(
-        f"band (median normalised distance) calibrated on {len(calibration)} examples: "
-        f"keep [{policy.keep_min_median:.2f}, {policy.keep_max_median:.2f}]"
-    )
 
     first = _telemetry(seed, sessions)
     second = _telemetry(seed + 1, max(2, sessions // 2), after=first)
@@ -112,7 +124,7 @@ def run_whole_loop(sessions: int, seed: int, port: int, work_dir: Path, timeout_
             scorer.stop()
             settle.stop()
 
-    _report(console, reference, settled, scored, report, len(dead), work_dir)
+    _report(console, reference, settled, scored, report, len(dead), work_dir, policy.k)
 
 
 def _scored(settings: Settings) -> dict[str, ScoredExample]:
@@ -145,7 +157,7 @@ def _wait_for_reload(scorer: WorkerProcess, version: str, timeout_s: float) -> N
 
 
 def _report(console: Console, reference: dict[str, SettledExample], settled: dict, scored: dict, report,  # type: ignore[no-untyped-def]
-            dead: int, work_dir: Path) -> None:
+            dead: int, work_dir: Path, band_k: int) -> None:
     same = set(settled) >= set(reference) and all(settled[i] == reference[i] for i in reference)
     console.print(
         f"`settled`: {len(settled)} examples; the first batch equals the offline reference: "
@@ -163,7 +175,7 @@ def _report(console: Console, reference: dict[str, SettledExample], settled: dic
     for version, rows in sorted(by_version.items()):
         counts = Counter(s.decision.decision for s in rows)
         sampled = [s.decision.samples_used for s in rows if s.decision.samples_used]
-        mean = f"{sum(sampled) / len(sampled):.1f}/{K}" if sampled else "-"
+        mean = f"{sum(sampled) / len(sampled):.1f}/{band_k}" if sampled else "-"
         table.add_row(version, *(str(counts.get(k, 0)) for k in kinds), mean)
     console.print(table)
 

@@ -30,7 +30,7 @@ import json
 import shutil
 import tarfile
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from settle.schemas.codecs import encode
@@ -58,9 +58,23 @@ class BootstrapRecipe:
     #: the prompt module's output format the targets are rendered in (2: insertion form at the
     #: cursor, else whole region); part of the cache key, so a format change retrains
     output_format: int = 2
+    #: curriculum, second phase (0 steps = none): continue from the first phase's student on fresh
+    #: sessions (another seed), only examples whose target has at most ``phase2_max_target_tokens``
+    #: tokens (short edits, where a small student can get the edit right, not just closer)
+    phase2_steps: int = 400
+    phase2_sessions: int = 400
+    phase2_seed: int = 124
+    phase2_lr: float = 1e-3
+    phase2_max_target_tokens: int = 48
 
     def key(self) -> str:
-        return hashlib.blake2b(json.dumps(asdict(self), sort_keys=True).encode(), digest_size=6).hexdigest()
+        fields = asdict(self)
+        if not self.phase2_steps:  # a one-phase recipe keeps the key it had before phases existed
+            fields = {k: v for k, v in fields.items() if not k.startswith("phase2_")}
+        return hashlib.blake2b(json.dumps(fields, sort_keys=True).encode(), digest_size=6).hexdigest()
+
+    def first_phase(self) -> BootstrapRecipe:
+        return replace(self, phase2_steps=0)
 
 
 #: artifacts shipped with the repository (absent from an installed wheel: then it trains)
@@ -100,6 +114,9 @@ def bootstrap_student(
     tarball = artifacts / f"{artifact_name(recipe)}.tar.gz" if artifacts is not None else None
     if tarball is not None and tarball.exists():
         return _unpack(tarball, dest)
+    if recipe.phase2_steps:
+        first = bootstrap_student(cache, recipe.first_phase(), progress=progress, artifacts=artifacts)
+        return _train_phase2(recipe, first, dest, progress=progress)
     return _train(recipe, dest, progress=progress)
 
 
@@ -155,6 +172,31 @@ def _train(recipe: BootstrapRecipe, dest: Path, *, progress: bool) -> Path:
         (staged / "bootstrap.json").write_text(
             json.dumps({"recipe": asdict(recipe), "examples": len(items), "final_loss": result.final_train_loss}) + "\n"
         )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staged, dest)
+    return dest
+
+
+def _train_phase2(recipe: BootstrapRecipe, first: Path, dest: Path, *, progress: bool) -> Path:
+    config = SimulationConfig(sessions=recipe.phase2_sessions, seed=recipe.phase2_seed)
+    lines = [encode(e) for e in simulate(config)]
+    examples = [e for e in settle_records(enumerate(lines)).examples if e.original_text != e.settled_text]
+    tokenizer = load_tokenizer(first / "hf")
+    pairs = [render(e) for e in examples]
+    short = [pr for pr in pairs if len(tokenizer(pr.target)["input_ids"]) <= recipe.phase2_max_target_tokens]
+    with tempfile.TemporaryDirectory(prefix="settle-bootstrap-") as tmp:
+        work = Path(tmp)
+        items = tokenize_pairs(short, tokenizer, recipe.max_tokens)
+        ft = FinetuneConfig(
+            steps=recipe.phase2_steps, batch_size=recipe.batch_size, lr=recipe.phase2_lr,
+            min_lr=recipe.phase2_lr / 10, warmup_steps=min(10, recipe.phase2_steps // 10),
+        )
+        result = finetune(first / "hf", list(items), work / "run", ft, resume=False, progress=progress)
+        staged = make_model_dir(work / "out", hf_dir=result.model_dir)
+        (staged / "bootstrap.json").write_text(json.dumps({
+            "recipe": asdict(recipe), "first_phase": first.name, "phase2_examples": len(items),
+            "final_loss": result.final_train_loss,
+        }) + "\n")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(staged, dest)
     return dest

@@ -22,13 +22,13 @@ from rich.table import Table
 
 from settle.schemas.codecs import decode_settled, encode
 from settle.schemas.events import PredictionRequested, Span, Tick
-from settle.streams.local.broker import EmbeddedBroker
 from settle.streams.kafka.io import iter_topic, produce_lines
-from settle.streams.settling.reference import settle_records
+from settle.streams.kafka.topics import ensure_topics_sync
+from settle.streams.local.broker import EmbeddedBroker
 from settle.streams.local.processes import WorkerProcess
 from settle.streams.settings import SETTLED, Settings
+from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, simulate
-from settle.streams.kafka.topics import ensure_topics_sync
 
 
 def pure(lines: list[bytes], settings: Settings, repeats: int) -> tuple[float, set[str]]:

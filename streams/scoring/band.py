@@ -34,7 +34,6 @@ import msgspec
 
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import BandPolicy, Decision, DecisionKind, Mode
-
 from settle.streams.contracts.prompt import UnrenderableExample, check_renderable
 
 __all__ = [

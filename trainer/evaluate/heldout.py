@@ -49,5 +49,7 @@ def summary_dict(summary: EvalSummary) -> dict[str, float]:
         "reversal_ratio": summary.reversal_ratio,
         "exact_match_rate": summary.exact_match_rate,
         "parse_rate": summary.parse_rate,
+        "kept_rate": summary.kept_rate,
+        "recall_rate": summary.recall_rate,
         "count": float(summary.count),
     }

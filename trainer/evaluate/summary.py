@@ -4,7 +4,8 @@ Its own module because it is the one place that says how a model's output on one
 numbers: an output that does not parse counts as unparsed and is scored as the unchanged region
 (as Zed's ``src/prediction_score.rs`` scores an unappliable patch), and the summary is plain means
 over examples (Zed's ``src/summary.rs``). Metric definitions live in ``chrf``, ``reversal`` and
-``exact_match``.
+``exact_match``; the kept rate and recall rate are Zed's, computed by ``settle.streams.scoring.kept_rate``
+(the same function that records a production prediction's kept rate on every settled example).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from msgspec import Struct
 
 from settle.schemas.examples import SettledExample
+from settle.streams.scoring.kept_rate import compute_kept_rate
 from settle.trainer.evaluate.chrf import delta_chrf
 from settle.trainer.evaluate.exact_match import exact_match
 from settle.trainer.evaluate.reversal import reversal_ratio, text_before_last_edit
@@ -53,10 +55,14 @@ class RowScore(Struct, frozen=True, kw_only=True):
     exact_match: bool
     exact_match_normalized: bool
     has_before: bool
+    #: Zed's kept rate and recall rate of the output (base: original, reference: settled)
+    kept_rate: float = 0.0
+    recall_rate: float = 0.0
 
 
 def score_row(row: EvalRow) -> RowScore:
     text = row.original if row.prediction is None else row.prediction
+    kept = compute_kept_rate(row.original, text, row.settled)
     return RowScore(
         parsed=row.prediction is not None,
         delta_chrf=delta_chrf(row.original, text, row.settled),
@@ -64,6 +70,8 @@ def score_row(row: EvalRow) -> RowScore:
         exact_match=exact_match(text, row.settled),
         exact_match_normalized=exact_match(text, row.settled, normalized=True),
         has_before=row.before is not None and row.before != row.original,
+        kept_rate=kept.kept_rate,
+        recall_rate=kept.recall_rate,
     )
 
 
@@ -83,13 +91,17 @@ class EvalSummary(Struct, frozen=True, kw_only=True):
     exact_match_rate: float
     exact_match_normalized_rate: float
     reversal_rows: int
+    #: mean of Zed's kept rate (of what the model changed, how much the user kept) and recall rate (of what
+    #: the user changed, how much the model had), in [0, 1]; an unparsed row counts as the unchanged region
+    kept_rate: float = 0.0
+    recall_rate: float = 0.0
 
 
 def summarize(rows: Iterable[EvalRow]) -> EvalSummary:
     """Score every row (``score_row``) and average. Sums run in input order, so the result is
     deterministic for a given row order (and equal up to float rounding for any order)."""
     n = parsed = exact = exact_norm = with_before = 0
-    sum_delta = sum_rev = 0.0
+    sum_delta = sum_rev = sum_kept = sum_recall = 0.0
     for row in rows:
         s = score_row(row)
         n += 1
@@ -99,6 +111,8 @@ def summarize(rows: Iterable[EvalRow]) -> EvalSummary:
         with_before += s.has_before
         sum_delta += s.delta_chrf
         sum_rev += s.reversal_ratio
+        sum_kept += s.kept_rate
+        sum_recall += s.recall_rate
     if n == 0:
         return EvalSummary(
             count=0,
@@ -119,4 +133,6 @@ def summarize(rows: Iterable[EvalRow]) -> EvalSummary:
         exact_match_rate=exact / n,
         exact_match_normalized_rate=exact_norm / n,
         reversal_rows=with_before,
+        kept_rate=sum_kept / n,
+        recall_rate=sum_recall / n,
     )

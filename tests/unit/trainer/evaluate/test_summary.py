@@ -65,8 +65,21 @@ def test_summarize() -> None:
         exact_match_rate=0.5,
         exact_match_normalized_rate=0.75,
         reversal_rows=1,
+        # kept/recall per row (Zed's kept rate, units "ab", "abc", ...): 1/1; unparsed = unchanged while
+        # the user edited: 0/0; "ifrom" -> "from" as the user did: 1/1; added "  " the user never
+        # wrote: kept 0 of 2 bytes, recall 0 (the user changed nothing)
+        kept_rate=pytest.approx(0.5),
+        recall_rate=pytest.approx(0.5),
     )
     empty = summarize([])
     assert empty.count == 0 and empty.delta_chrf == 0.0 and empty.parse_rate == 0.0
     # round-trips as JSON
     assert msgspec.json.decode(msgspec.json.encode(s), type=EvalSummary) == s
+
+
+def test_kept_rate_per_row_beside_delta_chrf() -> None:
+    # original "foo(a)\n", the model adds ", b, c" (6 bytes), the user kept ", c" (3 of them): kept 3/6,
+    # and the model had all 3 bytes the user added: recall 3/3 (see tests/unit/streams/scoring/test_kept_rate.py)
+    s = score_row(EvalRow(original="foo(a)\n", settled="foo(a, c)\n", prediction="foo(a, b, c)\n"))
+    assert s.kept_rate == pytest.approx(0.5) and s.recall_rate == 1.0
+    assert summarize([EvalRow(original="foo(a)\n", settled="foo(a, c)\n", prediction=None)]).kept_rate == 0.0

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import ScoredExample
 from settle.streams.kafka.io import topic_partitions
+from settle.streams.kafka.security import client_kwargs
 from settle.streams.settings import KEPT, Settings
 from settle.trainer.data.records import InvalidTrainingRecord, decode_kept
 
@@ -88,7 +89,7 @@ async def read_kept(
     name = settings.topic(KEPT)
     batch = KeptBatch(topic=name, group_id=group_id)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
+        **client_kwargs(settings),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -133,7 +134,7 @@ async def commit_kept(settings: Settings, group_id: str, offsets: Mapping[int, i
     if any(o < 0 for o in offsets.values()):
         raise ValueError(f"negative offset in {dict(offsets)}")
     name = settings.topic(KEPT)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group_id, enable_auto_commit=False)
     try:
         await consumer.start()
         tps = {TopicPartition(name, p): o for p, o in sorted(offsets.items())}

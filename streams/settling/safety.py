@@ -233,6 +233,9 @@ _EXTRA_RULES: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ),
 )
 _GENERIC_MIN_ENTROPY = 3.5
+#: what an assignment to a secret-sounding name holds in ordinary code: an attribute path
+#: (``self.sampler.tokenizer``) or a plain identifier; never scrubbed by the generic rule
+_CODE_REFERENCE = re.compile(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+(?:\(\))?|[a-z_]+")
 
 
 def _entropy(s: str) -> float:
@@ -343,7 +346,8 @@ def _spans(text: str, path: str, group: int) -> list[Span]:
                 value = text[m.start(g):m.end(g)] if m.group(g) is not None else None
                 if not value or len(value) < 4 or _looks_fake(value):
                     continue
-                if how == "generic" and _entropy(value) < _GENERIC_MIN_ENTROPY:
+                if how == "generic" and (_entropy(value) < _GENERIC_MIN_ENTROPY
+                                         or _CODE_REFERENCE.fullmatch(lowered[m.start(g):m.end(g)])):
                     continue
                 spans.append((m.start(g), m.end(g), kind))
     return spans

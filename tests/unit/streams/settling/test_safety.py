@@ -116,6 +116,19 @@ def test_a_planted_secret_leaves_no_field(kind: str) -> None:
     assert isinstance(again, Safe) and again.example == verdict.example and not again.scrubbed
 
 
+@pytest.mark.parametrize("line", [
+    "        self.tokenizer = self.sampler.tokenizer\n",
+    "    api_key_source = settings.api_key_provider\n",
+    "auth_header_name = authorization_header\n",
+    "    token_count = len(self.tokenizer.encode(text))\n",
+])
+def test_code_that_assigns_to_a_secret_sounding_name_is_not_a_secret(line: str) -> None:
+    """An attribute path or identifier on the right of ``token = ...`` is code, not a key (seen on real history)."""
+    ex = _example("def f(self):\n" + line, cursor=3)
+    verdict = make_safe(ex)
+    assert isinstance(verdict, Safe) and verdict.scrubbed == {} and verdict.example is ex
+
+
 def test_a_clean_example_comes_back_unchanged() -> None:
     ex = _example("def add(a, b):\n    return a + b  # sum of two\n", cursor=5,
                   excerpt=Excerpt(path="src/app/config.py", text="x = 'hello world'\n"))

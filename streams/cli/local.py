@@ -54,11 +54,14 @@ def run(
     seed: int = 0,
     port: Annotated[int, typer.Option(help="embedded broker port (0 = any free)")] = 0,
     work_dir: Annotated[Path, typer.Option(help="where logs and outputs go")] = Path("var/run"),
+    calibrate: Annotated[bool, typer.Option(
+        help="fit the band to the student's own difficulty quantiles first (with the shipped student the default "
+             "band keeps nothing, so without it the trainer has nothing to train on)")] = True,
 ) -> None:
-    """The main job on an embedded default: broker, worker, simulated telemetry, report."""
+    """The main job on an embedded default: broker, worker, simulated telemetry, trainer, report."""
     from settle.streams.cli.whole_loop import run_whole_loop
 
     try:
-        run_whole_loop(sessions=sessions, seed=seed, port=port, work_dir=work_dir)
+        run_whole_loop(sessions=sessions, seed=seed, port=port, work_dir=work_dir, calibrate=calibrate)
     except RuntimeError as exc:
         raise fail(str(exc), 1) from None

@@ -49,8 +49,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from settle.schemas.codecs import InvalidRecord, decode_event, encode
 from settle.schemas.events import PredictionRequested, Tick, buffer_key
-from settle.schemas.examples import DeadLetter, KeptRate
-
+from settle.schemas.examples import KeptRate
 from settle.streams.ingest import zed_settled
 from settle.streams.ingest.bodies import BodyError, Item, decompress, split_values
 from settle.streams.ingest.config import IngestConfig
@@ -59,6 +58,7 @@ from settle.streams.ingest.limits import TokenBucket, client_of
 from settle.streams.kafka import prometheus as metrics
 from settle.streams.kafka.security import client_kwargs
 from settle.streams.kafka.topics import ensure_topics
+from settle.streams.records import Consumed, dead_letter
 from settle.streams.settings import DEAD_LETTER, EDITS, SETTLED, Settings
 from settle.streams.settling.safety import Safety
 
@@ -213,10 +213,9 @@ class IngestServer:
         raise Unavailable(f"{type(error).__name__}: {error}", acked | skip) from error
 
     def _dead_letter(self, route: str, client: str, rejected: _Rejected, key: bytes | None = None) -> tuple[str, bytes | None, bytes]:
-        letter = DeadLetter(reason=rejected.reason, error=rejected.error, source_topic=f"http:{route}",
-                            partition=-1, offset=rejected.position, key=key, value=rejected.raw,
-                            agent=f"ingest:{client}")
-        return (DEAD_LETTER, key, encode(letter))
+        source = Consumed(f"http:{route}", -1, rejected.position, key, rejected.raw)
+        letter = dead_letter(source, rejected.reason, rejected.error, f"ingest:{client}")
+        return (DEAD_LETTER, letter.key, letter.value)
 
     # -- request plumbing ------------------------------------------------------------
 

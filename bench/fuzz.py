@@ -342,7 +342,8 @@ def check_kept(raw: bytes) -> None:
     try:
         decode_kept(raw)
     except InvalidTrainingRecord as exc:
-        assert exc.reason in {"empty", "malformed", "not_an_object", "unsupported_version", "not_scored", "invalid_schema"}
+        assert exc.reason in {"empty", "malformed", "byte_order_mark", "invalid_utf8", "lone_surrogate", "not_an_object",
+                              "unsupported_version", "not_scored", "invalid_schema"}
     try:
         decode(raw, ScoredExample)
     except msgspec.DecodeError:

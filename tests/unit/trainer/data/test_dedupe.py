@@ -6,10 +6,8 @@ import random
 
 import msgspec
 
-from settle.schemas.events import PromptContext
-from settle.schemas.examples import SettledExample
-from settle.schemas.scored import BandPolicy, Decision, ScoredExample
 from settle.trainer.data.dedupe import dedupe, lsh_params
+from tests.support.examples import make, scored
 
 # --------------------------------------------------------------------------- helpers
 
@@ -19,28 +17,6 @@ FUNC = (
     "    discount = compute_discount(subtotal)\n"
     "    return round((subtotal - discount) * (1 + tax_rate), 2)\n"
 )
-
-
-def make(
-    id_: str,
-    original: str = "x = 1\n",
-    settled: str = "x = 2\n",
-    *,
-    session: str = "s",
-    path: str = "a.py",
-    cursor: int = 0,
-    context: PromptContext = PromptContext(),
-) -> SettledExample:
-    return SettledExample(
-        id=id_, request_id=f"r-{id_}", session_id=session, path=path, encoding="utf-16",
-        requested_at_ms=0, settled_at_ms=1, original_text=original, settled_text=settled,
-        cursor=cursor, context=context,
-    )
-
-
-def scored(example: SettledExample, policy: BandPolicy = BandPolicy()) -> ScoredExample:
-    decision = Decision(decision="keep", reason="test", samples_used=4, solved=1, solve_rate=0.25, policy=policy)
-    return ScoredExample(id=example.id, example=example, decision=decision, samples=["x"], model_version="m1")
 
 
 # --------------------------------------------------------------------------- dedupe

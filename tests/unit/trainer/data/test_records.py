@@ -7,34 +7,10 @@ from pathlib import Path
 import pytest
 
 from settle.schemas.codecs import encode
-from settle.schemas.events import PromptContext
-from settle.schemas.examples import SettledExample
-from settle.schemas.scored import BandPolicy, Decision, ScoredExample
 from settle.trainer.data.records import InvalidTrainingRecord, decode_kept, load_jsonl
+from tests.support.examples import make, scored
 
 # --------------------------------------------------------------------------- helpers
-
-def make(
-    id_: str,
-    original: str = "x = 1\n",
-    settled: str = "x = 2\n",
-    *,
-    session: str = "s",
-    path: str = "a.py",
-    cursor: int = 0,
-    context: PromptContext = PromptContext(),
-) -> SettledExample:
-    return SettledExample(
-        id=id_, request_id=f"r-{id_}", session_id=session, path=path, encoding="utf-16",
-        requested_at_ms=0, settled_at_ms=1, original_text=original, settled_text=settled,
-        cursor=cursor, context=context,
-    )
-
-
-def scored(example: SettledExample, policy: BandPolicy = BandPolicy()) -> ScoredExample:
-    decision = Decision(decision="keep", reason="test", samples_used=4, solved=1, solve_rate=0.25, policy=policy)
-    return ScoredExample(id=example.id, example=example, decision=decision, samples=["x"], model_version="m1")
-
 
 # --------------------------------------------------------------------------- decoding and files
 

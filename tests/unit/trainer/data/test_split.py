@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from settle.schemas.events import PromptContext
 from settle.schemas.examples import SettledExample
 from settle.trainer.data.split import eval_bucket, split
+from tests.support.examples import make
 
 # --------------------------------------------------------------------------- helpers
-
-def make(
-    id_: str,
-    original: str = "x = 1\n",
-    settled: str = "x = 2\n",
-    *,
-    session: str = "s",
-    path: str = "a.py",
-    cursor: int = 0,
-    context: PromptContext = PromptContext(),
-) -> SettledExample:
-    return SettledExample(
-        id=id_, request_id=f"r-{id_}", session_id=session, path=path, encoding="utf-16",
-        requested_at_ms=0, settled_at_ms=1, original_text=original, settled_text=settled,
-        cursor=cursor, context=context,
-    )
-
 
 # --------------------------------------------------------------------------- split
 

@@ -12,11 +12,22 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from rich.markup import escape
+
 from settle.streams.cli import ingest, local, model, offline, replay, status, stream, zed  # noqa: F401  (registers the commands)
-from settle.streams.cli.common import app
+from settle.streams.cli.common import app, err
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """The `settle` command. What a command did not turn into its own one-line error (a path that is a
+    directory, a port in use, a setting out of range) still ends as one ``error:`` line and exit code 2,
+    not a traceback; ``SETTLE_DEBUG=1`` shows the traceback instead."""
+    try:
+        app()
+    except (OSError, ValueError, OverflowError) as exc:
+        if os.environ.get("SETTLE_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(exc) or type(exc).__name__)}")
+        raise SystemExit(2) from None

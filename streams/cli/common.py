@@ -53,6 +53,16 @@ def existing_file(path: Path) -> Path:
     return path
 
 
+def refuse_overwrite(out: Path, *inputs: Path) -> None:
+    """Fail when the output path is one of the inputs: a command never destroys what it reads."""
+    if str(out) == "-":
+        return
+    target = out.resolve()
+    for source in inputs:
+        if str(source) != "-" and source.resolve() == target:
+            raise fail(f"{out} is also an input: write the output somewhere else")
+
+
 def read_settled(file: Path) -> list[SettledExample]:
     """Settled examples of a JSONL file; a bad line is reported with its number and skipped."""
     import msgspec

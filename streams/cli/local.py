@@ -63,5 +63,7 @@ def run(
 
     try:
         run_whole_loop(sessions=sessions, seed=seed, port=port, work_dir=work_dir, calibrate=calibrate)
+    except typer.Exit:
+        raise
     except RuntimeError as exc:
         raise fail(str(exc), 1) from None

@@ -152,6 +152,9 @@ def train(
             err.print(f"train: run {done + 1} starts at {started:.3f} (slot {slot:.3f})", markup=False)
         try:
             report = kafka_call(lambda: train_once(s, config), s)
+        except typer.Exit:  # already reported in one line (click's Exit is a RuntimeError too)
+            metrics.TRAIN_RUNS.labels("failed").inc()
+            raise
         except RuntimeError as exc:
             metrics.TRAIN_RUNS.labels("failed").inc()
             raise fail(str(exc)) from None

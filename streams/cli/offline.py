@@ -66,6 +66,8 @@ def simulate(
     if git is not None:
         from settle.streams.cli.git_sim import simulate_git
 
+        if rev is not None and rev.startswith("-"):  # never an option smuggled into git
+            raise fail(f"--rev must be a revision or range, not an option: {rev!r}")
         return simulate_git(git, rev, max_commits, seed, kwargs.get("start_ms"), out)  # type: ignore[arg-type]
     try:
         events = run_sim(SimulationConfig(**kwargs))  # type: ignore[arg-type]

@@ -148,13 +148,16 @@ def replay(
     s = settings_from(bootstrap=bootstrap, topic_prefix=prefix, output_prefix=output_prefix)
     if not s.output_prefix or s.output_prefix == s.topic_prefix:
         raise fail("give --output-prefix: a replay writes under a new prefix, never the live topics")
-    span = Span(
-        from_offsets=parse_offsets(from_offsets, "--from-offsets"),
-        to_offsets=parse_offsets(to_offsets, "--to-offsets"),
-        from_ms=parse_time(from_time, "--from"),
-        to_ms=parse_time(to_time, "--to"),
-        warmup_ms=warmup_ms,
-    )
+    try:
+        span = Span(
+            from_offsets=parse_offsets(from_offsets, "--from-offsets"),
+            to_offsets=parse_offsets(to_offsets, "--to-offsets"),
+            from_ms=parse_time(from_time, "--from"),
+            to_ms=parse_time(to_time, "--to"),
+            warmup_ms=warmup_ms,
+        )
+    except ValueError as exc:
+        raise fail(f"bad span: {exc}") from None
     if what == "edits":
         with _Bar(f"re-settle {s.topic('edits')}", progress) as bar:
             report = kafka_call(lambda: asyncio.run(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from settle.schemas.jsonl import read_lines
-from settle.streams.cli.common import app, err, existing_file, fail, settings_from
+from settle.streams.cli.common import app, err, existing_file, fail, refuse_overwrite, settings_from
 
 _UNSAFE = set(' :~^?*[\\@{/<>|"')
 
@@ -32,6 +32,7 @@ def import_zed(
 
     safety = Safety(settings_from().safety)
 
+    refuse_overwrite(out, *files)
     examples = []
     problems = 0
     for file in files:
@@ -80,6 +81,7 @@ def export_zed(
     from settle.streams.formats.zed_examples import from_settled, to_json, to_markdown
 
     existing_file(file)
+    refuse_overwrite(out, file)
     zeds = []
     for lineno, raw in read_lines(file):
         try:

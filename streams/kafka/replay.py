@@ -54,6 +54,17 @@ class Span:
     #: warm-up before the span (edits only); None = ``default_warmup_ms`` of the tracker config
     warmup_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        """ValueError for a span that ends before it starts (per partition, or in time)."""
+        if self.from_ms is not None and self.to_ms is not None and self.to_ms < self.from_ms:
+            raise ValueError(f"the span ends ({self.to_ms}) before it starts ({self.from_ms})")
+        for p, end in (self.to_offsets or {}).items():
+            start = (self.from_offsets or {}).get(p)
+            if start is not None and end < start:
+                raise ValueError(f"partition {p}: the span ends at offset {end} before it starts at {start}")
+        if self.warmup_ms is not None and self.warmup_ms < 0:
+            raise ValueError(f"warm-up must be >= 0 ms, not {self.warmup_ms}")
+
 
 @dataclass
 class PartitionPlan:

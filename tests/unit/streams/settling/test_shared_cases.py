@@ -1,4 +1,8 @@
-"""The shared edge-case corpus (../shared/cases): every case settles to its expected.json.
+"""The shared edge-case corpus: every case settles to its expected.json.
+
+The corpus is ``../shared/cases``, copied into ``tests/data/shared_cases`` (2026-11-29) so a
+clean clone tests it too; when the shared folder sits beside the checkout, it is read instead,
+so new cases there are tried at once.
 
 Each expected.json was computed by an independent whole-buffer replay, so these
 pin the tracker to cutting text out of the full buffer on inputs taken from
@@ -17,7 +21,8 @@ from settle.streams.settling.partition import PartitionSettler
 from settle.streams.settling.reference import settle_records
 from settle.streams.settling.tracker import TrackerConfig
 
-CASES = Path(__file__).resolve().parents[4].parent / "shared" / "cases"
+_SHARED = Path(__file__).resolve().parents[4].parent / "shared" / "cases"
+CASES = _SHARED if _SHARED.is_dir() else Path(__file__).resolve().parents[3] / "data" / "shared_cases"
 NAMES = sorted(p.name for p in CASES.iterdir() if (p / "expected.json").exists()) if CASES.is_dir() else []
 FIELDS = ("request_id", "session_id", "path", "original_text", "settled_text", "requested_at_ms",
           "settled_at_ms", "cursor", "edit_count")

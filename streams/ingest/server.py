@@ -253,6 +253,18 @@ class IngestServer:
         log.warning("ingest: broker did not acknowledge: %s", exc)
         return self._error(route, 503, "broker_unavailable", f"nothing was accepted: {exc}", {"Retry-After": "1"})
 
+    async def _take_values(self, request: web.Request, route: str) -> tuple[str, bytes, list[Item]] | web.Response:
+        """(client, body, values) of an admitted post within its client's rate, or the answer refusing it."""
+        admitted = await self._admit(request, route)
+        if isinstance(admitted, web.Response):
+            return admitted
+        client, payload = admitted
+        items = self._values(route, payload)
+        if isinstance(items, web.Response):
+            return items
+        limited = self._rate(route, client, len(items))
+        return limited if limited is not None else (client, payload, items)
+
     def _values(self, route: str, payload: bytes) -> list[Item] | web.Response:
         try:
             items = split_values(payload)
@@ -311,16 +323,10 @@ class IngestServer:
 
     async def _post_events(self, request: web.Request) -> web.Response:
         route = EVENTS_ROUTE
-        admitted = await self._admit(request, route)
-        if isinstance(admitted, web.Response):
-            return admitted
-        client, payload = admitted
-        items = self._values(route, payload)
-        if isinstance(items, web.Response):
-            return items
-        limited = self._rate(route, client, len(items))
-        if limited is not None:
-            return limited
+        taken = await self._take_values(request, route)
+        if isinstance(taken, web.Response):
+            return taken
+        client, payload, items = taken
         now_ms = int(time.time() * 1000)
         records: list[tuple[str, bytes | None, bytes]] = []
         rejected: list[_Rejected] = []
@@ -367,16 +373,10 @@ class IngestServer:
 
     async def post_requests(self, request: web.Request) -> web.Response:
         route = REQUESTS_ROUTE
-        admitted = await self._admit(request, route)
-        if isinstance(admitted, web.Response):
-            return admitted
-        client, payload = admitted
-        items = self._values(route, payload)
-        if isinstance(items, web.Response):
-            return items
-        limited = self._rate(route, client, len(items))
-        if limited is not None:
-            return limited
+        taken = await self._take_values(request, route)
+        if isinstance(taken, web.Response):
+            return taken
+        client, payload, items = taken
         now_ms = int(time.time() * 1000)
         rejected: list[_Rejected] = []
         good: list[PredictionRequested] = []

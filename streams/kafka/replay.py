@@ -92,14 +92,6 @@ class ReplayReport:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def settler_options(settings: Settings) -> dict[str, object]:
-    """The PartitionSettler options the live settle agent derives from settings (where this version has them)."""
-    options: dict[str, object] = {}
-    if hasattr(type(settings), "safety"):
-        options["safety_policy"] = settings.safety  # type: ignore[attr-defined]
-    return options
-
-
 async def published_location(settings: Settings, name: str, version: str) -> str:
     """Directory of a version published on `models` (``latest``: the newest); LookupError if none."""
     import msgspec
@@ -241,8 +233,8 @@ async def replay_edits(
             if plan.end is not None and plan.start >= plan.end:
                 continue  # nothing of this partition is in the span
             settlers[plan.partition] = SpanSettler(plan.partition, plan.start, plan.end, cfg, source_topic=name,
-                                                   record_time=bool(getattr(settings, "record_time", False)),
-                                                   settler_options=settler_options(settings))
+                                                   record_time=settings.record_time,
+                                                   safety_policy=settings.safety)
             consumer.seek(tp, plan.warm)
             active.add(tp)
         consumer.pause(*[TopicPartition(name, p.partition) for p in plans

@@ -41,15 +41,13 @@ past its TTL because the partition's event time stood still): pass a longer
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from dataclasses import dataclass, field
 
 import msgspec
 
 from settle.schemas.codecs import sniff_format
-
 from settle.streams.settling.partition import Output, PartitionSettler
+from settle.streams.settling.safety import SafetyPolicy
 from settle.streams.settling.tracker import TrackerConfig, region_id
 
 
@@ -79,15 +77,6 @@ def birth_id(raw: bytes | None) -> str | None:
     return region_id(b.session_id, b.path, b.request_id)
 
 
-def _timestamp_parameter(settler: PartitionSettler) -> str | None:
-    """Name of ``handle``'s record-timestamp parameter, if the tracker takes one."""
-    params = inspect.signature(settler.handle).parameters
-    for name in ("timestamp_ms", "timestamp", "record_timestamp_ms"):
-        if name in params:
-            return name
-    return None
-
-
 @dataclass
 class SpanSettler:
     """One partition's settler, emitting only what the boundary rule assigns to ``[start, end)``."""
@@ -101,8 +90,8 @@ class SpanSettler:
     agent: str = "settle"
     #: run the partition clock on record timestamps, as the live worker does under the same setting
     record_time: bool = False
-    #: further PartitionSettler options, as the live worker passes them (e.g. its safety policy)
-    settler_options: dict[str, object] = field(default_factory=dict)
+    #: what an example must pass before `settled`, as the live worker applies it
+    safety_policy: SafetyPolicy = field(default_factory=SafetyPolicy)
     settler: PartitionSettler = field(init=False)
     #: ids of regions born outside the span: tracked, never emitted
     outside: set[str] = field(default_factory=set, init=False)
@@ -113,13 +102,9 @@ class SpanSettler:
     last_offset: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        known = {f.name for f in dataclasses.fields(PartitionSettler) if f.init}
-        extra = {k: v for k, v in self.settler_options.items() if k in known}
-        if self.record_time and "record_time" in known:
-            extra["record_time"] = True
         self.settler = PartitionSettler(self.partition, self.config, source_topic=self.source_topic,
-                                        agent=self.agent, **extra)
-        self._ts_param = _timestamp_parameter(self.settler)
+                                        agent=self.agent, record_time=self.record_time,
+                                        safety_policy=self.safety_policy)
 
     def in_range(self, offset: int) -> bool:
         return offset >= self.start and (self.end is None or offset < self.end)
@@ -136,10 +121,7 @@ class SpanSettler:
             rid = birth_id(value)
             if rid is not None:
                 self.outside.add(rid)
-        if self._ts_param is not None and timestamp_ms is not None:
-            outs = self.settler.handle(offset, key, value, **{self._ts_param: timestamp_ms})
-        else:
-            outs = self.settler.handle(offset, key, value)
+        outs = self.settler.handle(offset, key, value, timestamp_ms)
         kept: list[Output] = []
         for out in outs:
             if out.topic == "settled":

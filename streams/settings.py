@@ -42,6 +42,12 @@ class Settings:
     #: settled examples scored together (one sampling batch)
     score_batch_size: int = 16
     batch_within_s: float = 0.05
+    #: seconds between checkpoints of each partition's settle state; the commit point follows
+    #: them, so a crash replays at most about this much input. 0 = no checkpoints: commit only
+    #: below the oldest open region (holds every record up to the TTL; streams/kafka/checkpoints.py)
+    checkpoint_interval_s: float = 2.0
+    #: also checkpoint once a partition holds this many records not yet committed
+    checkpoint_max_held: int = 20_000
     group_prefix: str = "settle"
     data_dir: Path = Path("var/worker")
     #: faster rejoin after a crash than Kafka's defaults (see NOTES.md)
@@ -142,3 +148,5 @@ EDITS, SETTLED, SCORED, KEPT, DEAD_LETTER, MODELS = (
     "models",
 )
 ALL_TOPICS = (EDITS, SETTLED, SCORED, KEPT, DEAD_LETTER, MODELS)
+#: the settle workers' own state (streams/kafka/checkpoints.py); not a data topic
+CHECKPOINTS = "settle-checkpoints"

@@ -15,6 +15,7 @@ from settle.schemas.events import Tick
 from settle.schemas.examples import SettledExample
 from settle.streams.records import Consumed, Output, dead_letter
 from settle.streams.scoring.kept_rate import with_production_kept_rate
+from settle.streams.settling import checkpoint as _checkpoint
 from settle.streams.settling.safety import Safety, SafetyPolicy
 from settle.streams.settling.tracker import Dropped, InvalidEvent, Outcome, Tracker, TrackerConfig
 
@@ -104,6 +105,18 @@ class PartitionSettler:
         """
         oldest = self.tracker.oldest_open_birth_position()
         return oldest if oldest is not None else self.next_offset
+
+    def checkpoint(self) -> bytes:
+        """This settler's whole state as bytes (:mod:`settle.streams.settling.checkpoint`)."""
+        return _checkpoint.dumps(_checkpoint.capture(self))
+
+    def restore(self, data: bytes) -> None:
+        """Become the settler a :meth:`checkpoint` captured (raises CheckpointError on bad bytes).
+
+        Replaying the records from ``next_offset`` on then gives the outputs an
+        uninterrupted settler would have given.
+        """
+        _checkpoint.rebuild(_checkpoint.loads(data), self)
 
     def _dead_letter(
         self, offset: int, key: bytes | None, raw: bytes, reason: str, error: str

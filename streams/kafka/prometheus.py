@@ -18,6 +18,14 @@ EVENT_SECONDS = Histogram(
     buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1),
 )
 WATERMARK = Gauge("settle_watermark_ms", "Event-time watermark", ["partition"])
+CHECKPOINT_SECONDS = Histogram("settle_checkpoint_seconds", "Time to write or restore one partition checkpoint",
+                               ["operation"], buckets=(1e-3, 5e-3, 2e-2, 0.1, 0.5, 2, 10))
+CHECKPOINT_BYTES = Gauge("settle_checkpoint_bytes", "Size of the partition's latest checkpoint", ["partition"])
+CHECKPOINT_RESTORES = Counter("settle_checkpoint_restores_total",
+                              "Partition state loads, by result: restored, none, behind, unavailable, corrupt",
+                              ["result"])
+HELD_RECORDS = Gauge("settle_held_records", "Records handled but not yet committed (bounded by the checkpoints)",
+                     ["partition"])
 # open regions, late events, drops and dead letters: counters and a gauge below (observe_settler_totals)
 
 

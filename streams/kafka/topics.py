@@ -13,7 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from settle.streams.kafka.security import client_kwargs
-from settle.streams.settings import ALL_TOPICS, DEAD_LETTER, MODELS, Settings
+from settle.streams.settings import ALL_TOPICS, CHECKPOINTS, DEAD_LETTER, MODELS, Settings
+
+#: the settle agent reads only each partition's latest checkpoint (streams/kafka/checkpoints.py)
+CHECKPOINT_RETENTION_MS = 24 * 3_600_000
 
 #: explicit configs: the embedded broker reports none for topics created without them
 TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
@@ -24,6 +27,8 @@ def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     configs = dict(TOPIC_CONFIGS)
     if name == DEAD_LETTER:
         configs["retention.ms"] = str(settings.dead_letter_retention_ms)
+    elif name == CHECKPOINTS:
+        configs["retention.ms"] = str(CHECKPOINT_RETENTION_MS)
     return configs
 
 

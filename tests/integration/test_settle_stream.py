@@ -17,10 +17,13 @@ import pytest
 from settle.schemas.codecs import decode, decode_settled, encode
 from settle.schemas.events import BufferEdited, PredictionRequested, Replacement, Span
 from settle.schemas.examples import DeadLetter, SettledExample
+from settle.streams.kafka.checkpoints import CheckpointStore
 from settle.streams.kafka.io import Record, committed_offsets, produce_lines, read_topic
+from settle.streams.settling import checkpoint
 from settle.streams.settling.reference import settle_records
 from settle.streams.local.processes import WorkerProcess
-from settle.streams.settings import DEAD_LETTER, SETTLED, Settings
+from settle.streams.settings import CHECKPOINTS, DEAD_LETTER, SETTLED, Settings
+from settle.streams.settling.partition import PartitionSettler
 from settle.streams.simulate import SimulationConfig, simulate
 from settle.streams.kafka.topics import ensure_topics_sync
 
@@ -86,8 +89,14 @@ def test_stream_equals_offline_reference_and_replays_identically(settings: Setti
         worker.stop()
 
 
-def test_sigkill_mid_run_loses_nothing(settings: Settings, tmp_path: Path) -> None:
-    """Kill the worker mid-stream, produce more while none runs, restart: nothing lost or invented."""
+@pytest.mark.parametrize("checkpoint_interval_s", [1.0, 0.0], ids=["checkpoints", "no-checkpoints"])
+def test_sigkill_mid_run_loses_nothing(settings: Settings, tmp_path: Path, checkpoint_interval_s: float) -> None:
+    """Kill the worker mid-stream, produce more while none runs, restart: nothing lost or invented.
+
+    With checkpoints the commit point passes the open regions (they live in the
+    checkpoint); without, open regions hold it back and are rebuilt by re-reading.
+    """
+    settings = replace(settings, checkpoint_interval_s=checkpoint_interval_s)
     lines = _lines(sessions=16, seed=11)
     reference = _reference(lines, settings)
     half = len(lines) // 2
@@ -114,7 +123,12 @@ def test_sigkill_mid_run_loses_nothing(settings: Settings, tmp_path: Path) -> No
     committed = asyncio.run(committed_offsets(settings, group))
     before_restart = asyncio.run(read_topic(settings, SETTLED, idle_s=0.5))
     assert 0 < len({decode_settled(r.value).id for r in before_restart}) < len(reference)
-    assert 0 < sum(committed.values()) < half, "open regions must hold the commit back"
+    if checkpoint_interval_s:
+        assert sum(committed.values()) == half, "the commit point follows the checkpoints past open regions"
+        state = asyncio.run(_open_regions_in_checkpoints(settings))
+        assert state > 0, "regions were open at the kill: the restart must come from the checkpoint"
+    else:
+        assert 0 < sum(committed.values()) < half, "open regions must hold the commit back"
 
     asyncio.run(produce_lines(settings, lines[half:]))  # arrives while no worker runs
     second = WorkerProcess(settings, tmp_path / "worker2.log").start()
@@ -122,6 +136,19 @@ def test_sigkill_mid_run_loses_nothing(settings: Settings, tmp_path: Path) -> No
         _assert_matches(_collect(settings, set(reference), second, timeout_s=180), reference)
     finally:
         second.stop()
+
+
+async def _open_regions_in_checkpoints(settings: Settings) -> int:
+    store = CheckpointStore(settings)
+    try:
+        total = 0
+        for p in range(settings.partitions):
+            found = await store.read(p)
+            if found is not None:
+                total += sum(len(b.regions) for b in checkpoint.loads(found[1]).tracker.buffers)
+        return total
+    finally:
+        await store.stop()
 
 
 def _request(i: int, **overrides: object) -> PredictionRequested:
@@ -274,3 +301,47 @@ def test_a_fast_client_decides_nothing_on_the_stream(settings: Settings, tmp_pat
         _assert_matches(_collect(s, set(reference), worker, timeout_s=90), reference)
     finally:
         worker.stop()
+
+
+def test_a_checkpoint_ahead_of_the_commit_is_restored_and_what_it_covers_is_skipped(
+        settings: Settings, tmp_path: Path) -> None:
+    """A crash after the checkpoint's pointer moved but before the `edits` commit.
+
+    The worker finds the committed offset at 0 and a checkpoint at k: it must
+    restore the state (regions open at k included) and skip records 0..k-1, so
+    the examples those records settled are not emitted again and every later
+    one is, equal to the offline reference.
+    """
+    settings = replace(settings, partitions=1, checkpoint_interval_s=1.0)
+    lines = _lines(sessions=12, seed=5)
+    reference = _reference(lines, settings)
+    k = len(lines) // 2
+    settler = PartitionSettler(0, settings.tracker, source_topic=settings.topic("edits"),
+                               record_time=settings.record_time, safety_policy=settings.safety)
+    early: set[str] = set()
+    for i in range(k):
+        early |= {o.key.decode() for o in settler.handle(i, None, lines[i]) if o.topic == SETTLED and o.key}
+    assert early and settler.tracker.open_regions() > 0
+    ensure_topics_sync(settings)
+    ensure_topics_sync(settings, (CHECKPOINTS,))
+    asyncio.run(produce_lines(settings, lines))
+
+    async def plant() -> None:
+        store = CheckpointStore(settings)
+        try:
+            await store.write(0, k, settler.checkpoint())
+        finally:
+            await store.stop()
+
+    asyncio.run(plant())
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        want = set(reference) - early
+        records = _collect(settings, want, worker, timeout_s=120)
+        time.sleep(2.0)
+        records = asyncio.run(read_topic(settings, SETTLED, idle_s=1.0))
+    finally:
+        worker.stop()
+    got = {decode_settled(r.value).id for r in records}
+    assert got == want, f"re-emitted {sorted(got & early)[:3]}, missing {sorted(want - got)[:3]}"
+    _assert_matches(records, {i: reference[i] for i in want})

@@ -62,4 +62,4 @@ def bootstrapped_student() -> Path:
     from settle.trainer.student.bootstrap import BootstrapRecipe, bootstrap_student
 
     cache = Path(os.environ.get("SETTLE_TEST_CACHE", Path(__file__).resolve().parents[1] / "var" / "cache"))
-    return bootstrap_student(cache, BootstrapRecipe(shape="small", steps=200), progress=False)
+    return bootstrap_student(cache, BootstrapRecipe(shape="small", steps=200, phase3_steps=0), progress=False)

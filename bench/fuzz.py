@@ -12,16 +12,18 @@ edits              ``decode_event`` returns an event or raises ``InvalidRecord``
                    never raises, and every record it cannot use comes back as one dead letter
                    carrying its raw bytes, a reason and an error
 settled            ``BatchScorer.handle`` (the real tiny student) never raises; an undecodable
-                   record becomes an ``invalid_settled`` dead letter, every other one is scored
+                   record becomes a dead letter with the shared classifier's reason
+                   (``malformed``, ``byte_order_mark``, ... else ``invalid_settled``), every
+                   other one is scored
 kept, scored       ``decode_kept`` raises only ``InvalidTrainingRecord`` with a reason;
-                   ``decode(raw, ScoredExample)`` only ``msgspec.DecodeError``
-models             ``decode(raw, ModelPublished)`` only ``msgspec.DecodeError`` (what the
+                   ``decode_scored`` only ``InvalidRecord`` with a known reason
+models             ``decode_model`` only ``InvalidRecord`` with a known reason (what the
                    scorer's models follower catches and dead-letters)
 jsonl              ``settle reference FILE`` exits 0 and names every bad line on stderr
                    (``FILE:N: reason: ...``), exits 2 with ``error:`` under ``--strict``
 ingest bodies      ``content_coding``/``decompress``/``split_values`` raise only ``BodyError``;
                    every value of a body then decodes or has an ``InvalidRecord`` reason
-zed reports        ``decode_batch`` raises only ``msgspec.DecodeError``; ``map_report`` never
+zed reports        ``decode_batch`` raises only ``InvalidRecord``; ``map_report`` never
                    raises, whatever request it is joined with
 zed files          ``parse_markdown``/``parse_json``/``to_settled`` raise only ``ZedFormatError``
 safety             ``make_safe`` never raises and is idempotent
@@ -50,7 +52,15 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from settle.schemas.codecs import InvalidRecord, decode, decode_event, decode_settled, encode
+from settle.schemas.codecs import (
+    InvalidRecord,
+    decode,
+    decode_event,
+    decode_model,
+    decode_scored,
+    decode_settled,
+    encode,
+)
 from settle.schemas.events import PredictionRequested
 from settle.schemas.examples import DeadLetter
 from settle.schemas.models import ModelPublished
@@ -257,6 +267,9 @@ DECODER_REASONS = {
     "payload_too_large", "malformed", "not_an_object", "unsupported_version", "unknown_kind", "invalid_event",
     "byte_order_mark", "invalid_utf8", "lone_surrogate",
 }
+#: what the shared classifier (``codecs.classify``) says of any topic's value before its own checks
+TEXT_REASONS = {"malformed", "not_an_object", "unsupported_version", "byte_order_mark", "invalid_utf8", "lone_surrogate"}
+SETTLED_REASONS = TEXT_REASONS | {"invalid_settled"}
 
 
 def check_edits(batch: list[tuple[bytes | None, bytes | None]], timestamps: list[int] | None = None) -> None:
@@ -325,14 +338,15 @@ def check_settled(values: list[bytes]) -> None:
     scorer = BatchScorer(config)
     consumed = [Consumed("t.settled", 0, i, b"k", v) for i, v in enumerate(values)]
     result = scorer.handle(consumed, FuzzSource.get())
-    bad, ids = 0, set()
+    reasons, ids = [], set()
     for v in values:
         try:
             ids.add(decode_settled(v).id)
-        except msgspec.DecodeError:
-            bad += 1
+        except InvalidRecord as exc:
+            reasons.append(exc.reason)
     letters = [decode(o.value, DeadLetter) for o in result.outputs if o.topic == "dead-letter"]
-    assert len(letters) == bad and all(d.reason == "invalid_settled" and d.error for d in letters)
+    assert [d.reason for d in letters] == reasons and all(d.error for d in letters)
+    assert set(reasons) <= SETTLED_REASONS, reasons
     assert {s.id for s in result.scored} == ids
 
 
@@ -345,16 +359,16 @@ def check_kept(raw: bytes) -> None:
         assert exc.reason in {"empty", "malformed", "byte_order_mark", "invalid_utf8", "lone_surrogate", "not_an_object",
                               "unsupported_version", "not_scored", "invalid_schema"}
     try:
-        decode(raw, ScoredExample)
-    except msgspec.DecodeError:
-        pass
+        decode_scored(raw)
+    except InvalidRecord as exc:
+        assert exc.reason in TEXT_REASONS | {"invalid_scored"}, exc.reason
 
 
 def check_models(raw: bytes) -> None:
     try:
-        decode(raw, ModelPublished)
-    except msgspec.DecodeError:
-        pass
+        decode_model(raw)
+    except InvalidRecord as exc:
+        assert exc.reason in TEXT_REASONS | {"invalid_model_message"}, exc.reason
 
 
 def check_jsonl(lines: list[bytes], strict: bool = False) -> None:
@@ -406,7 +420,8 @@ def check_zed_report(raw: bytes, request: bytes) -> None:
 
     try:
         batch = zed_settled.decode_batch(raw)
-    except msgspec.DecodeError:
+    except InvalidRecord as exc:
+        assert exc.reason in TEXT_REASONS | {"invalid_batch"}, exc.reason
         return
     try:
         req = decode_event(request)

@@ -15,6 +15,8 @@ import msgspec
 
 from .events import SCHEMA_VERSION, Event
 from .examples import DeadLetter, SettledExample
+from .models import ModelPublished
+from .scored import ScoredExample
 
 Format = Literal["json", "msgpack"]
 T = TypeVar("T")
@@ -25,8 +27,12 @@ MAX_EVENT_BYTES = 256 * 1024
 KNOWN_KINDS = ("prediction_requested", "buffer_edited", "tick")
 
 
-class InvalidRecord(ValueError):
-    """A value that cannot become an event; ``reason`` is a stable code."""
+class InvalidRecord(msgspec.DecodeError, ValueError):
+    """A value that cannot become a record of its topic; ``reason`` is a stable code.
+
+    A ``msgspec.DecodeError`` too, so code that guards a typed decode keeps catching it,
+    now with the shared classifier's reason (see :func:`classify`).
+    """
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
@@ -50,11 +56,20 @@ def encode(obj: Any, fmt: Format = "json") -> bytes:
     return _json_enc.encode(obj) if fmt == "json" else _msgpack_enc.encode(obj)
 
 
-def decode(raw: bytes, type_: type[T], fmt: Format | None = None) -> T:
+def decode(raw: bytes, type_: type[T], fmt: Format | None = None, *, invalid: str = "invalid_schema") -> T:
+    """One value as ``type_`` (JSON or msgpack, sniffed unless ``fmt`` is given), or InvalidRecord.
+
+    Failures go through :func:`classify`, as every topic's decoder does, so a BOM or
+    bad UTF-8 reads the same everywhere; ``invalid`` is the reason for a readable
+    object that is not a ``type_``.
+    """
     fmt = fmt or sniff_format(raw)
-    if fmt == "json":
-        return msgspec.json.decode(raw, type=type_)
-    return msgspec.msgpack.decode(raw, type=type_)
+    try:
+        if fmt == "json":
+            return msgspec.json.decode(raw, type=type_)
+        return msgspec.msgpack.decode(raw, type=type_)
+    except msgspec.DecodeError as exc:
+        raise classify(raw, fmt, exc, invalid=invalid) from None
 
 
 def decode_event(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> Event:
@@ -69,6 +84,8 @@ def decode_event(raw: bytes, max_bytes: int = MAX_EVENT_BYTES) -> Event:
 
 
 _BOM = b"\xef\xbb\xbf"
+#: UTF-16 byte order marks (little, big endian); UTF-32 LE's starts like UTF-16 LE's
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: one JSON escape: a backslash and what it escapes (so "\\\\u..." is not read as \\u)
 _ESCAPE = re.compile(rb"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 
@@ -94,14 +111,32 @@ def _lone_surrogate(raw: bytes) -> tuple[str, int] | None:
     return pending
 
 
+def _msgpack_container(head: int) -> bool:
+    """Whether a first byte opens a msgpack map or array (fixmap, fixarray, array16/32, map16/32)."""
+    return 0x80 <= head <= 0x9F or 0xDC <= head <= 0xDF
+
+
 def _text_problem(raw: bytes) -> InvalidRecord | None:
-    """Why JSON text is unreadable, when it is an encoding problem a producer can fix."""
-    if raw.lstrip(b" \t\r\n").startswith(_BOM):
+    """Why JSON text is unreadable, when it is an encoding problem a producer can fix.
+
+    The rule for byte order marks (README, "Bad input"): a value is UTF-8 without a BOM
+    (RFC 8259 section 8.1 lets a parser refuse one); a UTF-8 BOM is ``byte_order_mark``, a
+    UTF-16/32 one ``invalid_utf8``. Bytes sniffed as msgpack whose first byte cannot open a
+    msgpack object are judged as text too, so Latin-1 or UTF-16 JSON reads ``invalid_utf8``.
+    """
+    body = raw.lstrip(b" \t\r\n")
+    if body.startswith(_BOM):
         return InvalidRecord(
             "byte_order_mark",
             "the value starts with a UTF-8 byte order mark (EF BB BF); send JSON without a BOM",
         )
-    if sniff_format(raw) == "msgpack":
+    if body.startswith(_UTF16_BOMS):
+        return InvalidRecord(
+            "invalid_utf8",
+            f"the value starts with a UTF-16 byte order mark ({body[0]:02X} {body[1]:02X}): "
+            "send JSON as UTF-8, without a BOM",
+        )
+    if sniff_format(raw) == "msgpack" and _msgpack_container(body[0]):
         return None
     try:
         raw.decode("utf-8")
@@ -202,8 +237,20 @@ def encode_settled(example: SettledExample, fmt: Format = "json") -> bytes:
 
 
 def decode_settled(raw: bytes) -> SettledExample:
-    return decode(raw, SettledExample)
+    """One `settled` value or InvalidRecord (a DecodeError): the classifier's reason, else ``invalid_settled``."""
+    return decode(raw, SettledExample, invalid="invalid_settled")
+
+
+def decode_scored(raw: bytes) -> ScoredExample:
+    """One `scored` (or `kept`) value or InvalidRecord: the classifier's reason, else ``invalid_scored``."""
+    return decode(raw, ScoredExample, invalid="invalid_scored")
+
+
+def decode_model(raw: bytes) -> ModelPublished:
+    """One `models` value or InvalidRecord: the classifier's reason, else ``invalid_model_message``."""
+    return decode(raw, ModelPublished, invalid="invalid_model_message")
 
 
 def decode_dead_letter(raw: bytes) -> DeadLetter:
-    return decode(raw, DeadLetter)
+    """One `dead-letter` value or InvalidRecord: the classifier's reason, else ``invalid_dead_letter``."""
+    return decode(raw, DeadLetter, invalid="invalid_dead_letter")

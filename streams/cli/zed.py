@@ -85,7 +85,7 @@ def export_zed(
     zeds = []
     for lineno, raw in read_lines(file):
         try:
-            obj = msgspec.json.decode(raw)
+            obj = decode(raw, object, "json")  # the shared classifier's reason when unreadable
             if isinstance(obj, dict) and "decision" in obj:
                 scored = decode(raw, ScoredExample)
                 if scored.decision.decision != "keep" and not all_decisions:

@@ -62,6 +62,7 @@ from typing import Any
 
 import msgspec
 
+from settle.schemas.codecs import classify
 from settle.schemas.events import EditStep, Excerpt, PromptContext
 from settle.schemas.examples import SettledExample
 
@@ -222,8 +223,10 @@ def to_json(ex: ZedExample) -> bytes:
 def parse_json(raw: bytes | str) -> ZedExample:
     try:
         obj = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ZedFormatError(f"not JSON: {exc}") from None
+    except msgspec.DecodeError as exc:  # the shared classifier's reason: byte_order_mark, invalid_utf8, ...
+        found = classify(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw, "json", exc,
+                         invalid="malformed")
+        raise ZedFormatError(f"not JSON: {found}") from None
     if not isinstance(obj, dict):
         raise ZedFormatError("a Zed example is a JSON object")
     for key in ("cursor_path", "cursor_position"):

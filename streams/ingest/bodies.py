@@ -15,6 +15,8 @@ import msgspec
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: byte order marks and the reason the stream's decoder gives a value that starts with one
+_BOMS = {b"\xef\xbb\xbf": "byte_order_mark", b"\xff\xfe": "invalid_utf8", b"\xfe\xff": "invalid_utf8"}
 
 
 class BodyError(ValueError):
@@ -83,11 +85,16 @@ def split_values(payload: bytes) -> list[Item]:
     A body whose first non-blank byte is ``[`` is an array: each element keeps its
     exact bytes, so the stream's decoder sees what the editor sent. An array that
     is not valid JSON is a 400 (no element can be trusted to be where it seems).
+
+    A byte order mark is not stripped (the rule of ``settle.schemas.codecs``: JSON is
+    UTF-8 without a BOM): a line that starts with one is refused by the decoder as
+    ``byte_order_mark`` like any other value, and an array behind one is a 400.
     """
     stripped = payload.lstrip()
-    if stripped.startswith(b"\xef\xbb\xbf"):
-        stripped = stripped[3:].lstrip()  # a BOM before the array or first line
-        payload = stripped
+    bom = next((b for b in _BOMS if stripped.startswith(b)), None)
+    if bom is not None and stripped[len(bom):].lstrip(b" \t\r\n\x00").startswith(b"["):
+        raise BodyError(400, _BOMS[bom], f"the body starts with a byte order mark ({bom.hex(' ').upper()}) "
+                        "before its array; send JSON as UTF-8 without a BOM")
     if stripped.startswith(b"["):
         try:
             elements = msgspec.json.decode(stripped, type=list[msgspec.Raw])

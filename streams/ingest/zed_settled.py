@@ -24,9 +24,9 @@ from typing import Literal
 import msgspec
 from msgspec import Struct
 
+from settle.schemas.codecs import classify
 from settle.schemas.events import PredictionRequested
 from settle.schemas.examples import KeptRate, SettledExample
-
 from settle.streams.scoring.kept_rate import with_production_kept_rate
 from settle.streams.settling.offsets import OffsetError, to_index
 from settle.streams.settling.tracker import region_id
@@ -123,8 +123,12 @@ _batch_decoder = msgspec.json.Decoder(ZedSettledBatch)
 
 
 def decode_batch(payload: bytes) -> ZedSettledBatch:
-    """Parse a (decompressed) batch body; raises msgspec.DecodeError with the reason."""
-    return _batch_decoder.decode(payload)
+    """Parse a (decompressed) batch body; raises InvalidRecord (a msgspec.DecodeError) with the shared
+    classifier's reason (byte_order_mark, invalid_utf8, malformed, ...; ``invalid_batch`` for a wrong shape)."""
+    try:
+        return _batch_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise classify(payload, "json", exc, invalid="invalid_batch") from None
 
 
 Outcome = Literal["settled", "no_consent", "unmatched_request", "no_settled_region", "invalid"]

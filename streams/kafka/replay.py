@@ -94,9 +94,7 @@ class ReplayReport:
 
 async def published_location(settings: Settings, name: str, version: str) -> str:
     """Directory of a version published on `models` (``latest``: the newest); LookupError if none."""
-    import msgspec
-
-    from settle.schemas.codecs import decode
+    from settle.schemas.codecs import InvalidRecord, decode_model
     from settle.schemas.models import ModelPublished
     from settle.streams.kafka.io import read_topic
     from settle.streams.settings import MODELS
@@ -104,8 +102,8 @@ async def published_location(settings: Settings, name: str, version: str) -> str
     found: ModelPublished | None = None
     for r in sorted(await read_topic(settings, MODELS, idle_s=1.0), key=lambda r: r.offset):
         try:
-            m = decode(r.value, ModelPublished)
-        except msgspec.DecodeError:
+            m = decode_model(r.value)
+        except InvalidRecord:
             continue
         if m.status == "published" and m.name == name and version in ("latest", m.version):
             found = m
@@ -309,9 +307,7 @@ async def replay_settled(
     the live scorer); results equal ``score_batch`` on the same examples, because
     an example's samples depend only on (id, round, seed, model version).
     """
-    import msgspec
-
-    from settle.schemas.codecs import decode_settled, encode
+    from settle.schemas.codecs import InvalidRecord, decode_settled, encode
     from settle.streams.scoring.score import score_batch
 
     if output_prefix == settings.topic_prefix:
@@ -378,9 +374,9 @@ async def replay_settled(
                     report.in_span += 1
                     try:
                         example = decode_settled(m.value or b"")
-                    except msgspec.DecodeError as exc:
+                    except InvalidRecord as exc:
                         letter = dead_letter(Consumed(m.topic, m.partition, m.offset, m.key, m.value or b""),
-                                             "invalid_settled", str(exc), "replay-score")
+                                             exc.reason, exc.message, "replay-score")
                         pending.append(await producer.send(out.topic(DEAD_LETTER), key=letter.key, value=letter.value))
                         report.emitted[DEAD_LETTER] = report.emitted.get(DEAD_LETTER, 0) + 1
                         continue

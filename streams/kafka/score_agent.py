@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import StreamT
 
-from settle.schemas.codecs import decode
+from settle.schemas.codecs import InvalidRecord, decode_model
 from settle.schemas.models import ModelPublished
 from settle.streams.kafka import prometheus as metrics
 from settle.streams.kafka.io import produce_dead_letters
@@ -97,12 +96,12 @@ async def follow_models(settings: Settings, holder: ModelHolder, *, until_idle: 
 
 async def _apply_record(settings: Settings, holder: ModelHolder, topic: str, m: Any) -> None:
     try:
-        message = decode(m.value or b"", ModelPublished)
-    except msgspec.DecodeError as exc:
+        message = decode_model(m.value or b"")
+    except InvalidRecord as exc:
         log.warning("undecodable `models` record at offset %d: %s", m.offset, exc)
         if holder.dead_letters:
             source = Consumed(topic, 0, m.offset, m.key, m.value or b"")
-            await produce_dead_letters(settings, [dead_letter(source, "invalid_model_message", str(exc), "score-models")])
+            await produce_dead_letters(settings, [dead_letter(source, exc.reason, exc.message, "score-models")])
         return
     try:
         await asyncio.to_thread(holder.apply, message)

@@ -13,9 +13,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import msgspec
-
-from settle.schemas.codecs import decode_settled, encode
+from settle.schemas.codecs import InvalidRecord, decode_settled, encode
 from settle.schemas.examples import SettledExample
 from settle.schemas.scored import ScoredExample
 from settle.streams.records import Consumed, Output, dead_letter
@@ -51,9 +49,9 @@ class BatchScorer:
         for record in records:
             try:
                 example = decode_settled(record.value)
-            except msgspec.DecodeError as exc:
-                self.dead_letters["invalid_settled"] += 1
-                outputs.append(dead_letter(record, "invalid_settled", str(exc), self.agent))
+            except InvalidRecord as exc:  # the shared classifier's reason (malformed, invalid_utf8, ...)
+                self.dead_letters[exc.reason] += 1
+                outputs.append(dead_letter(record, exc.reason, exc.message, self.agent))
                 continue
             if example.id in self._recent or example.id in in_batch:
                 repeats += 1

@@ -59,7 +59,8 @@ def test_scorer_dead_letters_bad_records_and_scores_each_example_once(
         dead = [decode(r.value, DeadLetter) for r in asyncio.run(read_topic(settings, DEAD_LETTER, idle_s=1.5))]
     finally:
         scorer.stop()
-    assert sorted(d.reason for d in dead) == ["invalid_model_message", "invalid_settled"]
+    # the shared classifier's reasons: unreadable JSON on `models`, a readable object that is no example on `settled`
+    assert sorted((d.agent, d.reason) for d in dead) == [("score", "invalid_settled"), ("score-models", "malformed")]
     assert {d.agent for d in dead} == {"score", "score-models"}
     assert all(d.value and d.error for d in dead)
     assert len(scored) == len(examples), "a repeated example was scored again"

@@ -73,8 +73,8 @@ def decode_example(raw: bytes) -> SettledExample:
         raise InvalidTrainingRecord("empty", "empty line")
     try:
         generic = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidTrainingRecord("malformed", f"not valid JSON: {exc}") from None
+    except msgspec.DecodeError as exc:  # the shared classifier: byte_order_mark, invalid_utf8, ... else malformed
+        raise _classify(raw, False, exc) from None
     scored = isinstance(generic, dict) and "example" in generic
     try:
         return _scored_dec.decode(raw).example if scored else _settled_dec.decode(raw)

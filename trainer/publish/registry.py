@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from settle.schemas.codecs import decode, encode
+from settle.schemas.codecs import InvalidRecord, decode_model, encode
 from settle.schemas.models import ModelPublished
 from settle.streams.contracts.student_dir import write_manifest
 from settle.streams.kafka.io import read_topic
@@ -65,8 +65,8 @@ async def history(settings: Settings, idle_s: float = 1.0) -> list[ModelPublishe
     out = []
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         try:
-            out.append(decode(r.value, ModelPublished))
-        except msgspec.DecodeError:
+            out.append(decode_model(r.value))
+        except InvalidRecord:
             continue  # not ours to judge here; the scorer dead-letters it
     return out
 

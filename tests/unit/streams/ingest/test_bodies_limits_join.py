@@ -26,6 +26,23 @@ def test_array_elements_keep_their_exact_bytes() -> None:
     assert exc.value.status == 400
 
 
+@pytest.mark.parametrize(("bom", "reason"), [(b"\xef\xbb\xbf", "byte_order_mark"), (b"\xff\xfe", "invalid_utf8")])
+def test_a_byte_order_mark_is_refused_with_the_decoders_reason_not_stripped(bom: bytes, reason: str) -> None:
+    """JSON is UTF-8 without a BOM, in a body as on `edits` (the body's BOM was stripped before: accepted)."""
+    from settle.schemas.codecs import InvalidRecord, decode_event
+
+    line = b'{"kind": "tick", "time_ms": 1}'
+    items = split_values(bom + line + b"\n" + line + b"\n" + bom + line)
+    assert [(i.position, i.raw) for i in items] == [(1, bom + line), (2, line), (3, bom + line)]
+    for item in (items[0], items[2]):
+        with pytest.raises(InvalidRecord) as info:
+            decode_event(item.raw)
+        assert info.value.reason == reason
+    with pytest.raises(BodyError) as exc:
+        split_values(bom + b"[" + line + b"]")
+    assert (exc.value.status, exc.value.reason) == (400, reason) and "byte order mark" in exc.value.message
+
+
 def test_gzip_and_zstd_by_header_or_magic_and_bounded() -> None:
     data = b'{"x":1}\n' * 1000
     assert decompress(gzip.compress(data), "gzip", 10_000) == data

@@ -58,13 +58,19 @@ def test_a_bad_record_is_dead_lettered_with_its_position_and_the_rest_scored(
     examples: list[SettledExample], source: OnnxStudent
 ) -> None:
     scorer = BatchScorer(QUICK)
-    result = scorer.handle(_consumed([b"not json", encode(examples[0]), b""], start=40), source)
+    good = encode(examples[0])
+    bad = [b"not json", b"", b"\xef\xbb\xbf" + good, b"\xff\xfe" + good, b'{"v": 1, "id": 5}']
+    result = scorer.handle(_consumed([bad[0], good, *bad[1:]], start=40), source)
     letters = [decode_dead_letter(o.value) for o in result.outputs if o.topic == "dead-letter"]
+    # the shared classifier's reasons, as on `edits` (a BOM line read "Expected `object`, got `int`" before)
     assert [(d.reason, d.offset, d.partition, d.source_topic, d.value) for d in letters] == [
-        ("invalid_settled", 40, 2, "t.settled", b"not json"), ("invalid_settled", 42, 2, "t.settled", b"")]
+        ("malformed", 40, 2, "t.settled", bad[0]), ("malformed", 42, 2, "t.settled", b""),
+        ("byte_order_mark", 43, 2, "t.settled", bad[2]), ("invalid_utf8", 44, 2, "t.settled", bad[3]),
+        ("invalid_settled", 45, 2, "t.settled", bad[4])]
     assert all(d.error and d.agent == "score" for d in letters)
+    assert "byte order mark" in letters[2].error and "UTF-16" in letters[3].error
     assert [s.id for s in result.scored] == [examples[0].id]
-    assert scorer.dead_letters == {"invalid_settled": 2}
+    assert scorer.dead_letters == {"malformed": 2, "byte_order_mark": 1, "invalid_utf8": 1, "invalid_settled": 1}
 
 
 def test_repeats_are_scored_once_within_and_across_batches(examples: list[SettledExample], source: OnnxStudent) -> None:

@@ -66,6 +66,12 @@ log = logging.getLogger("settle.ingest")
 
 #: the (client, Idempotency-Key) of a keyed post, for its handler
 IDEMPOTENCY_SLOT = web.RequestKey("idempotency_slot", tuple)
+#: a post's (client, decoded body), once admitted: read once, whoever asks first
+ADMITTED = web.RequestKey("admitted", tuple)
+#: digest of a keyed post's route and decoded body, what its Idempotency-Key is bound to
+FINGERPRINT = web.RequestKey("fingerprint", bytes)
+#: longest Idempotency-Key taken (a longer one is refused, not ignored)
+MAX_IDEMPOTENCY_KEY = 256
 
 EVENTS_ROUTE, REQUESTS_ROUTE, SETTLED_ROUTE = "/v1/events", "/predict_edits/requests", "/predict_edits/settled"
 
@@ -100,10 +106,12 @@ class IngestServer:
     safety: Safety = field(init=False)
     _connector: asyncio.Task[None] | None = field(default=None, init=False)
     _ready_at: float = field(default=0.0, init=False)
-    #: final answers to posts that carried an Idempotency-Key, by (client, key), oldest first
-    _answers: OrderedDict[tuple[str, str], tuple[int, bytes]] = field(default_factory=OrderedDict, init=False)
-    _in_flight: dict[tuple[str, str], asyncio.Future[tuple[int, bytes]]] = field(default_factory=dict, init=False)
-    #: keyed posts that failed part-way: (digest of the body, indexes of its records the broker acknowledged)
+    #: final answers to posts that carried an Idempotency-Key, by (client, key), oldest first:
+    #: (fingerprint of the request, status, body)
+    _answers: OrderedDict[tuple[str, str], tuple[bytes, int, bytes]] = field(default_factory=OrderedDict, init=False)
+    _in_flight: dict[tuple[str, str], tuple[bytes, asyncio.Future[tuple[int, bytes]]]] = field(default_factory=dict,
+                                                                                                init=False)
+    #: keyed posts that failed part-way: (fingerprint of the request, indexes of its records the broker acknowledged)
     _partial: OrderedDict[tuple[str, str], tuple[bytes, frozenset[int]]] = field(default_factory=OrderedDict,
                                                                                  init=False)
 
@@ -227,7 +235,9 @@ class IngestServer:
         return self._answer(route, status, {"error": reason, "message": message}, headers)
 
     async def _admit(self, request: web.Request, route: str) -> tuple[str, bytes] | web.Response:
-        """(client, decoded body), or the error response: auth, size, encoding."""
+        """(client, decoded body), or the error response: auth, size, encoding. Read once per request."""
+        if ADMITTED in request:
+            return request[ADMITTED]
         client = client_of(request.headers.get("Authorization"), self.tokens)
         if client is None:
             return self._error(route, 401, "unauthorized", "missing or unknown bearer token",
@@ -240,6 +250,7 @@ class IngestServer:
             payload = decompress(body, request.headers.get("Content-Encoding"), self.config.max_decoded_bytes)
         except BodyError as exc:
             return self._error(route, exc.status, exc.reason, exc.message)
+        request[ADMITTED] = (client, payload)
         return client, payload
 
     def _rate(self, route: str, client: str, cost: int) -> web.Response | None:
@@ -287,26 +298,41 @@ class IngestServer:
 
         Covers the retry of a post whose 2xx (or 4xx) answer was lost on the way. An answer of 5xx
         or 429 is not remembered, so the retry does the work; for ``/v1/events`` the records the
-        broker acknowledged before the failure are remembered too and not sent again.
+        broker acknowledged before the failure are remembered too and not sent again. The key is
+        bound to its request's fingerprint (route and decoded body): the same key with another
+        request is refused with 422 ``idempotency_key_reused`` (IETF draft
+        httpapi-idempotency-key-header), never answered with the other request's answer.
         """
         key = request.headers.get("Idempotency-Key", "").strip()
         client = client_of(request.headers.get("Authorization"), self.tokens)
-        if not key or client is None or len(key) > 256:
+        if not key or client is None:
             return await handler(request)
+        if len(key) > MAX_IDEMPOTENCY_KEY:  # refused, not ignored: the client counts on it
+            return self._error(request.path, 400, "idempotency_key_too_long",
+                               f"Idempotency-Key has {len(key)} characters > {MAX_IDEMPOTENCY_KEY}")
+        admitted = await self._admit(request, request.path)
+        if isinstance(admitted, web.Response):
+            return admitted  # unauthorised, too large, bad encoding: nothing done, nothing to remember
+        fingerprint = hashlib.blake2b(request.path.encode() + b"\0" + admitted[1], digest_size=16).digest()
         slot = (client, key)
         request[IDEMPOTENCY_SLOT] = slot
+        request[FINGERPRINT] = fingerprint
+        earlier = (self._answers.get(slot), self._in_flight.get(slot), self._partial.get(slot))
+        if next((e[0] for e in earlier if e is not None), fingerprint) != fingerprint:
+            return self._error(request.path, 422, "idempotency_key_reused",
+                               "this Idempotency-Key came with another request (route or body); use a new key")
         if slot in self._answers:
-            status, body = self._answers[slot]
+            _, status, body = self._answers[slot]
         elif slot in self._in_flight:
-            status, body = await asyncio.shield(self._in_flight[slot])
+            status, body = await asyncio.shield(self._in_flight[slot][1])
         else:
             future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-            self._in_flight[slot] = future
+            self._in_flight[slot] = (fingerprint, future)
             try:
                 response = await handler(request)
                 status, body = response.status, bytes(response.body)  # type: ignore[arg-type]
                 if status < 500 and status != 429:
-                    self._answers[slot] = (status, body)
+                    self._answers[slot] = (fingerprint, status, body)
                     while len(self._answers) > self.config.idempotency_keys:
                         self._answers.popitem(last=False)
                 future.set_result((status, body))
@@ -343,14 +369,13 @@ class IngestServer:
             records.append((EDITS, buffer_key(event.session_id, event.path).encode(), item.raw))
         accepted = len(records)
         records.extend(self._dead_letter(route, client, r) for r in rejected)
-        # A keyed retry of a post that failed part-way sends only what the broker did not acknowledge yet.
+        # A keyed retry of a post that failed part-way sends only what the broker did not acknowledge yet
+        # (_idempotent refused it already if the body differs).
         slot = request.get(IDEMPOTENCY_SLOT)
-        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        digest = request.get(FINGERPRINT, b"")
         skip: frozenset[int] = frozenset()
         if slot is not None and slot in self._partial:
-            seen, skip = self._partial[slot]
-            if seen != digest:
-                return self._error(route, 422, "idempotency_key_reused", "this Idempotency-Key came with another body")
+            _, skip = self._partial[slot]
         try:
             await self.deliver(records, now_ms, skip)
         except Unavailable as exc:
@@ -413,8 +438,8 @@ class IngestServer:
         client, payload = admitted
         try:
             batch = zed_settled.decode_batch(payload)
-        except msgspec.DecodeError as exc:
-            return self._error(route, 400, "invalid_batch", f"not a SubmitEditPredictionSettledBatchBody: {exc}")
+        except InvalidRecord as exc:  # byte_order_mark, invalid_utf8, malformed, ..., invalid_batch
+            return self._error(route, 400, exc.reason, f"not a SubmitEditPredictionSettledBatchBody: {exc.message}")
         n = len(batch.predictions)
         if n > zed_settled.MAX_REPORTS_PER_BATCH:
             return self._error(route, 413, "too_many_reports", f"{n} reports > {zed_settled.MAX_REPORTS_PER_BATCH}")

@@ -189,6 +189,50 @@ def test_a_retried_post_with_an_idempotency_key_is_answered_again_and_produced_o
     asyncio.run(main())
 
 
+def test_a_byte_order_mark_is_refused_and_dead_lettered_like_on_edits(settings: Settings) -> None:
+    """A BOM at the start of a body was stripped (the line accepted) and a UTF-16 BOM read as msgpack."""
+    async def main() -> None:
+        line = encode(request_event("r1"))
+        bad = [b"\xef\xbb\xbf" + line, b"\xff\xfe" + line]
+        async with serving(settings) as (_, http):
+            resp = await http.post("/v1/events", data=b"\n".join([*bad, line]), headers=VIM)
+            answer = await resp.json()
+            assert resp.status == 200 and answer["accepted"] == 1
+            assert [(r["position"], r["reason"]) for r in answer["rejected"]] == [
+                (1, "byte_order_mark"), (2, "invalid_utf8")]
+            resp = await http.post("/v1/events", data=b"\xef\xbb\xbf[" + line + b"]", headers=VIM)
+            assert resp.status == 400 and (await resp.json())["error"] == "byte_order_mark"
+        assert [m.value for m in await read_all(settings, EDITS)] == [line]
+        letters = [decode(m.value, DeadLetter) for m in await read_all(settings, DEAD_LETTER)]
+        assert sorted((d.reason, d.value) for d in letters) == [("byte_order_mark", bad[0]), ("invalid_utf8", bad[1])]
+
+    asyncio.run(main())
+
+
+def test_an_idempotency_key_reused_with_another_request_is_refused_not_replayed(settings: Settings) -> None:
+    """The same key with another body (or route) was answered with the first post's answer, its own records
+    silently dropped; now 422 ``idempotency_key_reused`` and nothing produced (IETF idempotency-key draft)."""
+    async def main() -> None:
+        first, other = encode(request_event("r1")), encode(request_event("r2"))
+        key = {**VIM, "Idempotency-Key": "k-1"}
+        async with serving(settings) as (_, http):
+            resp = await http.post("/v1/events", data=first, headers=key)
+            assert resp.status == 200 and (await resp.json())["accepted"] == 1
+            for route, body in (("/v1/events", other), ("/predict_edits/settled", b'{"predictions": []}')):
+                resp = await http.post(route, data=body, headers=key)
+                assert resp.status == 422 and "Idempotent-Replayed" not in resp.headers, route
+                assert (await resp.json())["error"] == "idempotency_key_reused"
+            # the same request again, even compressed differently (a gzip header carries a time): replayed
+            resp = await http.post("/v1/events", data=gzip.compress(first, mtime=12345),
+                                   headers={**key, "Content-Encoding": "gzip"})
+            assert resp.status == 200 and resp.headers["Idempotent-Replayed"] == "true"
+            resp = await http.post("/v1/events", data=other, headers={**VIM, "Idempotency-Key": "k" * 257})
+            assert resp.status == 400 and (await resp.json())["error"] == "idempotency_key_too_long"
+        assert [m.value for m in await read_all(settings, EDITS)] == [first]
+
+    asyncio.run(main())
+
+
 def _report(rid: str, settled: str, consent: bool = True) -> dict:
     kept = compute_kept_rate("x = 1\n", "x = 2\n", settled)
     return {

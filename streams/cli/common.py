@@ -16,7 +16,7 @@ from rich.markup import escape
 from settle.schemas.codecs import decode_settled
 from settle.schemas.examples import SettledExample
 from settle.schemas.jsonl import read_lines
-from settle.streams.settings import Settings
+from settle.streams.settings import SettingError, Settings
 
 app = typer.Typer(
     add_completion=False,
@@ -43,6 +43,8 @@ def settings_from(**overrides: object) -> Settings:
     """Settings from SETTLE_* variables plus CLI overrides (None = not given)."""
     try:
         return Settings.from_env(**overrides)
+    except SettingError as exc:  # names its variable: SETTLE_MAX_PER_SESSION=-1: must be >= 0
+        raise fail(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise fail(f"bad SETTLE_* environment setting: {exc}") from None
 
@@ -82,6 +84,8 @@ def kafka_call(fn: Callable[[], T], s: Settings) -> T:
 
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
+    from settle.streams.kafka.io import MissingTopic
+
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one-line error below says it
     try:
         return fn()
@@ -89,3 +93,5 @@ def kafka_call(fn: Callable[[], T], s: Settings) -> T:
         raise fail(f"cannot reach a Kafka broker at {s.bootstrap} (start one with `settle broker`)") from None
     except KafkaError as exc:
         raise fail(f"Kafka error talking to {s.bootstrap}: {exc}") from None
+    except MissingTopic as exc:
+        raise fail(str(exc)) from None

@@ -158,7 +158,10 @@ def replay(
         )
     except ValueError as exc:
         raise fail(f"bad span: {exc}") from None
+    from settle.streams.kafka.io import require_topics
+
     if what == "edits":
+        kafka_call(lambda: asyncio.run(require_topics(s, "edits")), s)  # a missing source: one error line, at once
         with _Bar(f"re-settle {s.topic('edits')}", progress) as bar:
             report = kafka_call(lambda: asyncio.run(
                 replay_edits(s, s.output_prefix, span, group_id=group, idle_s=idle, progress=bar)), s)
@@ -182,6 +185,7 @@ def replay(
             raise fail(str(exc)) from None
     if model is None:
         raise fail("replay settled needs --model DIR or --version V (the model version to score with)")
+    kafka_call(lambda: asyncio.run(require_topics(s, "settled")), s)
     config = scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
                             top_k, max_new_tokens, seed, adaptive, policy)
     source = load_student(model)

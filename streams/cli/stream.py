@@ -17,6 +17,7 @@ from settle.streams.cli.common import (
     app,
     err,
     existing_file,
+    fail,
     kafka_call,
     settings_from,
 )
@@ -141,10 +142,18 @@ def tail(
     idle: Annotated[float, typer.Option(help="stop after this many seconds without records")] = 5.0,
 ) -> None:
     """Print a topic's values from the beginning as JSON lines, until idle."""
-    from settle.streams.kafka.io import read_topic
+    from settle.streams.kafka.io import read_topic, require_topics
+    from settle.streams.settings import ALL_TOPICS
 
+    if topic not in ALL_TOPICS:
+        raise fail(f"unknown topic {topic!r}: one of {', '.join(ALL_TOPICS)} (the prefix comes from --prefix)")
     s = settings_from(bootstrap=bootstrap, topic_prefix=prefix)
-    records = kafka_call(lambda: asyncio.run(read_topic(s, topic, idle_s=idle)), s)
+
+    async def read() -> list:
+        await require_topics(s, topic)  # never subscribe to a missing topic: the broker would create it
+        return await read_topic(s, topic, idle_s=idle)
+
+    records = kafka_call(lambda: asyncio.run(read()), s)
     for r in records:
         sys.stdout.buffer.write(r.value + b"\n")
     err.print(f"{len(records)} record(s) from {s.topic(topic)}")

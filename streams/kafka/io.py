@@ -124,7 +124,8 @@ async def read_topic(settings: Settings, topic: str, **kwargs: object) -> list[R
     return [r async for r in iter_topic(settings, topic, **kwargs)]  # type: ignore[arg-type]
 
 
-__all__ = ["Record", "key_of", "produce_lines", "iter_topic", "read_topic", "TopicPartition"]
+__all__ = ["MissingTopic", "Record", "TopicPartition", "broker_topics", "iter_topic", "key_of", "produce_lines",
+           "read_topic", "require_topics"]
 
 
 async def produce_dead_letters(settings: Settings, letters: Iterable[Output]) -> int:
@@ -159,6 +160,35 @@ async def committed_offsets(settings: Settings, group_id: str, topic: str = EDIT
         return out
     finally:
         await consumer.stop()
+
+
+class MissingTopic(LookupError):
+    """A topic a command reads is not on the broker (reading it would have the broker auto-create it)."""
+
+
+async def broker_topics(settings: Settings, timeout_s: float = 10.0) -> set[str]:
+    """Every topic on the broker: one metadata request, which creates nothing.
+
+    Raises aiokafka's KafkaConnectionError when no broker answers (within ``timeout_s``).
+    """
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False,
+                                request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(consumer.start(), timeout_s)
+        return set(await asyncio.wait_for(consumer.topics(), timeout_s))
+    finally:
+        await consumer.stop()
+
+
+async def require_topics(settings: Settings, *topics: str) -> None:
+    """Raise MissingTopic naming the first of these logical topics that is not on the broker."""
+    present = await broker_topics(settings)
+    for topic in topics:
+        if settings.topic(topic) not in present:
+            raise MissingTopic(
+                f"topic {settings.topic(topic)!r} does not exist on the broker at {settings.bootstrap} "
+                f"(is the prefix {settings.topic_prefix!r} right? `settle topics` creates settle's topics)"
+            )
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, name: str, timeout_s: float = 10.0) -> list[int]:

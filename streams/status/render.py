@@ -32,6 +32,8 @@ class StatusData:
     open_regions: dict[str, float] = field(default_factory=dict)
     lag: dict[tuple[str, str, str], float] = field(default_factory=dict)
     metrics_errors: list[str] = field(default_factory=list)
+    #: why the figures may be stale or incomplete (broker unreachable, topic missing, undecodable records)
+    broker_errors: list[str] = field(default_factory=list)
     generated_at: float = 0.0
 
 
@@ -210,6 +212,7 @@ pre{margin:0;white-space:pre-wrap;font:12px/1.35 ui-monospace,monospace;max-widt
 del{background:#ffcdd2;text-decoration:line-through}ins{background:#c8e6c9;text-decoration:none}
 .label{font-size:11px;color:#666}.swatch{display:inline-block;width:12px;height:12px;margin:0 4px 0 10px}
 .rejected{color:#c62828;font-weight:bold}.published{color:#2e7d32;font-weight:bold}.error{color:#c62828}
+.banner{border:2px solid #c62828;background:#ffebee;border-radius:6px;padding:4px 14px;margin:8px 0}
 .cards{display:flex;gap:16px}.row{display:flex;gap:32px;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px}.card b{font-size:20px;display:block}
 """
 
@@ -224,9 +227,14 @@ def page(data: StatusData, topic_prefix: str = "") -> str:
              ("model in use", f"{live.name} {live.version}" if live else "-", "model-live")]
     cards_html = "".join(f'<div class="card" id="{i}"><b>{_e(v)}</b>{_e(k)}</div>' for k, v, i in cards)
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(data.generated_at or time.time()))
+    banner = ""
+    if data.broker_errors:  # a dead broker must not look like an empty deployment
+        lines = "".join(f'<p class="error">{_e(e)}</p>' for e in data.broker_errors)
+        banner = (f'<div class="banner" id="broker-errors" data-count="{len(data.broker_errors)}">'
+                  f'<b>Not everything below is current</b>{lines}</div>')
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>settle status</title>
 <meta http-equiv="refresh" content="30"><style>{STYLE}</style></head><body>
-<h1>settle status</h1><div class="label">topics {_e(topic_prefix)}*, generated {generated}</div>
+<h1>settle status</h1><div class="label">topics {_e(topic_prefix)}*, generated {generated}</div>{banner}
 <div class="cards">{cards_html}</div>
 <div class="row"><div><h2>Band (last {len(data.scored)} scored)</h2>{histogram_svg(data.scored, width=640)}</div>
 <div><h2>Production kept rate over time</h2>{kept_rate_svg(kept_rate_series(data.scored), width=560)}</div></div>

@@ -7,9 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from settle.streams.cli.common import (
-    fail,
-)
+from settle.streams.cli.common import err, fail
 from settle.streams.contracts.sampling import SamplingConfig
 
 
@@ -20,6 +18,7 @@ def scoring_config(
 ):  # type: ignore[no-untyped-def]
     import msgspec
 
+    from settle.schemas.codecs import decode
     from settle.schemas.scored import BandPolicy
     from settle.streams.scoring.score import ScoringConfig
 
@@ -27,7 +26,7 @@ def scoring_config(
         if policy_file is not None:
             if not policy_file.is_file():
                 raise ValueError(f"{policy_file}: no such file")
-            policy = msgspec.json.decode(policy_file.read_bytes(), type=BandPolicy)
+            policy = decode(policy_file.read_bytes(), BandPolicy, "json", invalid="invalid_policy")
         elif mode == "median":
             policy = BandPolicy(mode="median", k=k, round_size=round_size, keep_min_median=keep_min, keep_max_median=keep_max)
         elif mode == "solve_rate":
@@ -59,6 +58,22 @@ TopK = Annotated[int, typer.Option(help=f"tokens kept per step before top-p; 0 =
 TopP = Annotated[float, typer.Option(help=f"nucleus mass in (0, 1] [{DEFAULTS.top_p}]")]
 MaxNewTokens = Annotated[int, typer.Option(help=f"tokens per sample at most [{DEFAULTS.max_new_tokens}]")]
 Seed = Annotated[int, typer.Option(help="base of every per-example seed")]
+
+
+def student_or_default(model: Path | None, doing: str) -> Path:
+    """``--model``, else the bootstrap student (the shipped artifact, unpacked into var/cache): the one
+    default of every command that samples a student offline (score, calibrate)."""
+    if model is not None:
+        return model
+    import contextlib
+    import sys
+
+    from settle.trainer.student.bootstrap import bootstrap_student
+
+    with contextlib.redirect_stdout(sys.stderr):
+        model = bootstrap_student(Path("var/cache"))
+    err.print(f"no --model given: {doing} with the bootstrap student {model}", markup=False)
+    return model
 
 
 def load_student(model: Path):  # type: ignore[no-untyped-def]

@@ -107,7 +107,29 @@ def test_bad_environment_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     f = tmp_path / "t.jsonl"
     f.write_text(GOOD[0] + "\n")
     code, _, err = _run("produce", str(f))
-    assert code == 2 and "SETTLE_" in err
+    assert code == 2 and "SETTLE_PARTITIONS='many': not an integer" in err
+    monkeypatch.delenv("SETTLE_PARTITIONS")
+    monkeypatch.setenv("SETTLE_MAX_PER_SESSION", "-1")  # was accepted
+    code, _, err = _run("produce", str(f))
+    assert code == 2 and "SETTLE_MAX_PER_SESSION=-1: must be >= 0" in err
+    monkeypatch.delenv("SETTLE_MAX_PER_SESSION")
+    monkeypatch.setenv("SETTLE_INGEST_TOKENS", "vim:tok")
+    monkeypatch.setenv("SETTLE_INGEST_MAX_VALUES", "-1")  # was accepted
+    code, _, err = _run("ingest", "-b", UNREACHABLE)
+    assert code == 2 and "SETTLE_INGEST_MAX_VALUES=-1: must be >= 1" in err
+
+
+def test_status_with_no_broker_says_so_instead_of_serving_an_empty_page() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = _run("status", "--port", str(port), "-b", UNREACHABLE)
+    assert code == 2 and "error: cannot reach a Kafka broker at 127.0.0.1:1" in err
+
+
+def test_tail_refuses_an_unknown_topic() -> None:
+    code, out, err = _run("tail", "nosuchtopic", "-b", UNREACHABLE)  # was: "0 record(s)", exit 0
+    assert code == 2 and out == "" and "error: unknown topic 'nosuchtopic': one of edits, settled" in err
 
 
 def test_train_rejects_bad_options(tmp_path: Path) -> None:
@@ -131,11 +153,14 @@ def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Pat
     f = tmp_path / "t.jsonl"
     f.write_text("\n".join(GOOD) + "\n")
     code, out, _ = _run("reference", str(f), "--flush")
-    settled.write_text(out + "{not an example}\n")
+    settled.write_bytes(out.encode() + b"{not an example}\n\xef\xbb\xbf" + out.encode())
     bad_policy = tmp_path / "policy.json"
     bad_policy.write_text('{"k": 0}')
     code, _, err = _run("score", str(settled), "--model", str(student_dir), "--policy", str(bad_policy))
     assert code == 2 and "bad band policy" in err
+    bad_policy.write_bytes(b'\xef\xbb\xbf{"k": 2}')
+    code, _, err = _run("score", str(settled), "--model", str(student_dir), "--policy", str(bad_policy))
+    assert code == 2 and "bad band policy: byte_order_mark" in err
     code, _, err = _run("score", str(settled), "--model", str(student_dir), "--keep-min", "0.9", "--keep-max", "0.1")
     assert code == 2 and "bad band policy" in err
     code, _, err = _run("score", str(settled), "--model", str(student_dir), "--top-k", "-1")
@@ -144,7 +169,8 @@ def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Pat
     assert code == 2 and "--top-p must be in (0, 1]" in err
     code, out, err = _run("score", str(settled), "--model", str(student_dir), "--k", "2", "--max-new-tokens", "4",
                           "--top-k", "7")
-    assert code == 0 and ":2: not a settled example" in err
+    assert code == 0 and ":2: not a settled example: malformed" in err
+    assert ":3: not a settled example: byte_order_mark" in err  # was "Expected `object`, got `int`"
     (scored,) = [json.loads(line) for line in out.splitlines()]
     assert scored["decision"]["policy"]["k"] == 2 and scored["model_version"].startswith("sha-")
     assert scored["top_k"] == 7

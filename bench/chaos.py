@@ -12,7 +12,7 @@ same lines, and ``score_batch`` with the same student and scoring settings
 Repeats of an id with identical content are the promised at-least-once
 behaviour (a restarted worker re-reads from its last safe commit); an id lost,
 an id invented, or one id with two different contents is a defect, and makes
-the exit status 1.
+the exit status 1 (2: the campaign itself could not run to its end).
 
     python bench/chaos.py                        # 100k events, 20 kills
     python bench/chaos.py --events 3000 --kills 3 --rate 300
@@ -286,6 +286,28 @@ def write_defects(work: Path, topic: str, fig: Figures, values: list[bytes], ref
     return path
 
 
+def partition_report(settings: Settings, lost: set[str], reference: dict[str, bytes]) -> list[str]:
+    """Per `edits` partition: records on it, the settle group's committed offset, settled ids lost.
+
+    Read while the broker still runs; tells a partition nobody consumed to its end from one
+    consumed but whose outputs went missing.
+    """
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from settle.schemas.events import buffer_key
+    from settle.streams.kafka.io import committed_offsets, read_topic
+
+    committed = asyncio.run(committed_offsets(settings, f"{settings.group_prefix}-settle"))
+    records = Counter(r.partition for r in asyncio.run(read_topic(settings, EDITS, idle_s=3.0, max_s=300)))
+    parts = list(range(settings.partitions))
+    lost_in: dict[int, list[str]] = {}
+    for i in sorted(lost):
+        e = decode_settled(reference[i])
+        lost_in.setdefault(DefaultPartitioner()(buffer_key(e.session_id, e.path).encode(), parts, parts), []).append(i)
+    return [f"edits partition {p}: {records[p]:,} records, settle group committed {committed.get(p, '-')}, "
+            f"settled ids lost {len(lost_in.get(p, []))} {lost_in.get(p, [])[:3]}" for p in parts]
+
+
 def stuck_in_rebalance(logs: Path) -> dict[str, int]:
     """Worker processes whose log shows Faust's ``wait_empty`` warning, with how many: a rebalance
     waiting for records the agent has not acked yet (what a stalled partition looks like)."""
@@ -359,6 +381,7 @@ def main() -> int:
     stop = threading.Event()
     produced, collected = Produced(), Collected()
     kills: list[tuple[float, str]] = []
+    where: list[str] = []
     threads: list[threading.Thread] = []
     try:
         settings = replace(base, bootstrap=broker.bootstrap)
@@ -403,7 +426,8 @@ def main() -> int:
 
         while schedule or restarts or produced.lines < len(lines):
             if produced.error or collected.error:
-                raise SystemExit(f"campaign aborted: producer {produced.error!r} collector {collected.error!r}")
+                console.print(f"[red]campaign aborted[/red]: producer {produced.error!r}, collector {collected.error!r}")
+                return 2
             now = time.monotonic() - campaign0
             if schedule and now >= schedule[0]:
                 up = [w for w in workers if w.alive and time.monotonic() - w.started_at >= args.min_uptime_s]
@@ -427,13 +451,16 @@ def main() -> int:
         while True:
             tend()
             if collected.error:
-                raise SystemExit(f"collector failed: {collected.error}")
+                console.print(f"[red]campaign aborted[/red]: collector {collected.error!r}")
+                return 2
             quiet = time.monotonic() - collected.last_record_at
             complete = all(set(ref[t]) <= collected.ids[t] for t in OUTPUTS)
             if (complete and quiet >= args.grace_s) or quiet >= args.idle_timeout_s:
                 break
             time.sleep(0.5)
         drained_s = time.monotonic() - campaign0
+        if not all(set(ref[t]) <= collected.ids[t] for t in OUTPUTS):
+            where = partition_report(settings, set(ref[SETTLED]) - collected.ids[SETTLED], ref[SETTLED])
     finally:
         stop.set()
         for t in threads:
@@ -469,6 +496,8 @@ def main() -> int:
         console.print(f"[yellow]Faust waited for unacked records in a rebalance (wait_empty)[/yellow] in "
                       f"{len(stuck)} process(es): " + ", ".join(f"{n} ({c} warnings)" for n, c in sorted(stuck.items())))
     defective = {t: f for t, f in figures.items() if f.lost or f.invented or f.different}
+    for line in where:
+        console.print(line)
     if defective:
         # an id missing downstream but present upstream was lost by that stage's worker
         scorer_lost = set(figures[SCORED].lost) - set(figures[SETTLED].lost)

@@ -47,11 +47,12 @@ class BatchConsumer(aiokafka_driver.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag("fetching")
-                fetched = await self.fetch_lists(timeout=1.0)
-                await self.sleep(0)
+                await self.sleep(0)  # as Faust: never hold the loop between fetches
+                generation, fetched = await self.fetch_lists(timeout=1.0)
                 if self.should_stop:
                     continue
                 batches: dict[str, list[Message]] = {}
+                last_read: dict[str, list[tuple[TP, int]]] = {}
                 for tp, messages in fetched:
                     r_offset = read_offset[tp]
                     if r_offset is not None:
@@ -66,12 +67,17 @@ class BatchConsumer(aiokafka_driver.Consumer):
                         await self.commit()
                     if tp.topic in handlers:
                         batches.setdefault(tp.topic, []).extend(messages)
+                        last_read.setdefault(tp.topic, []).append((tp, messages[-1].offset))
                     else:
                         for message in messages:
                             await self.wait_first(self.callback(message), self.suspend_flow.wait())
-                    read_offset[tp] = messages[-1].offset
+                        read_offset[tp] = messages[-1].offset
                 for topic, messages in batches.items():
+                    if self.app.consumer_generation_id != generation:
+                        break  # a rebalance began since the fetch (as getmany): not handled, not read
                     await handlers[topic](messages)
+                    for tp, offset in last_read[topic]:
+                        read_offset[tp] = offset
                 self.diag.unset_flag("fetching")
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -84,28 +90,30 @@ class BatchConsumer(aiokafka_driver.Consumer):
         finally:
             self.diag.unset_flag("fetching")
 
-    async def fetch_lists(self, timeout: float) -> list[tuple[TP, list[Message]]]:
-        """One fetch as (partition, its records), filtered as ``getmany`` filters them.
+    async def fetch_lists(self, timeout: float) -> tuple[int, list[tuple[TP, list[Message]]]]:
+        """(consumer generation, [(partition, its records)]) of one fetch, filtered as ``getmany`` filters them.
 
-        No record is yielded between two awaits here, so the flow and the generation
-        are checked once per fetch rather than once per record.
+        Nothing awaits between the fetch and the filtering, so the flow is checked once
+        per fetch rather than once per record; the caller drops the fetch if the
+        generation changed before its records were handled.
         """
         records, active_partitions = await self._wait_next_records(timeout)
+        generation = self.app.consumer_generation_id
         if records is None or self.should_stop:
-            return []
+            return generation, []
         if not self.flow_active:
             try:
                 await self.perform_seek()  # as getmany: back to the committed offsets
             except Exception as exc:  # noqa: BLE001 - as Faust's getmany: log it, fetch again
                 self.log.warning("exception performing seek when flow not active %r", exc)
-            return []
+            return generation, []
         to_message = self._to_message
         out: list[tuple[TP, list[Message]]] = []
         for tp, recs in records.items():
             if active_partitions is None or tp in active_partitions or tp in self._buffered_partitions:
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                 out.append((tp, [to_message(tp, r) for r in recs]))
-        return out
+        return generation, out
 
 
 class BatchTransport(aiokafka_driver.Transport):

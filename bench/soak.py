@@ -52,7 +52,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import psutil
@@ -609,6 +609,9 @@ def main() -> int:
     ap.add_argument("--jitter-ms", type=int, default=500, help="cross-buffer delivery disorder of the simulation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--startup-s", type=float, default=60.0, help="time for the broker and workers to start before input")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a worker setting (a Settings field), e.g. memory_ms=60000 to see the idle-buffer memory "
+                         "plateau within the run (default 1 h); repeatable")
     ap.add_argument("--prefix", default="soak.", help="topic prefix")
     ap.add_argument("--plot", type=Path, default=None, help="PNG path (default var/soak/soak-<time>.png)")
     ap.add_argument("--csv", type=Path, default=None, help="also write every sample here")
@@ -626,6 +629,22 @@ def main() -> int:
         return _run(args, work, plot_path, console)
 
 
+def overrides(pairs: list[str]) -> dict[str, object]:
+    """``FIELD=VALUE`` pairs as Settings fields, each converted to the type of the field's default."""
+    defaults = Settings()
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or name not in {f.name for f in fields(Settings)}:
+            raise SystemExit(f"--set {pair!r}: expected FIELD=VALUE with FIELD a Settings field")
+        kind = type(getattr(defaults, name))
+        if kind is bool:
+            out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            out[name] = kind(raw)
+    return out
+
+
 def _run(args: argparse.Namespace, work: Path, plot_path: Path, console: Console) -> int:
     per_session = events_per_session(args.seed)
     spread_ms = max(1, round(1000 * per_session / args.rate))
@@ -637,8 +656,8 @@ def _run(args: argparse.Namespace, work: Path, plot_path: Path, console: Console
     loop = asyncio.new_event_loop()
     try:
         asyncio.set_event_loop(loop)
-        settings = Settings(topic_prefix=args.prefix, partitions=args.partitions,
-                            tick_interval_s=1.0 if args.ticks == "live" else 0.0)
+        settings = replace(Settings(topic_prefix=args.prefix, partitions=args.partitions,
+                                    tick_interval_s=1.0 if args.ticks == "live" else 0.0), **overrides(args.overrides))
         producer = Producer(settings, args.rate, t0_ms, args.seed, args.prestart_s, args.jitter_ms, args.ticks, pool,
                             spread_ms=spread_ms)
 
@@ -671,7 +690,7 @@ def _run(args: argparse.Namespace, work: Path, plot_path: Path, console: Console
         watch = Watch(procs)
         watch.look()
         console.print(f"broker {broker.bootstrap} ({args.storage} storage), {args.workers} settle worker(s), "
-                      f"logs in {work}")
+                      f"worker settings changed: {', '.join(args.overrides) or 'none'}; logs in {work}")
         run = loop.run_until_complete(soak(args, settings, workers, ports, watch, s3, t0_ms, futures, producer,
                                            console))
         run.configs = configs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from settle.streams.cli.sampling_options import (
     TopP,
     load_student,
     scoring_config,
+    student_or_default,
 )
 
 
@@ -143,13 +143,7 @@ def score(
     existing_file(file)
     config = scoring_config(k, round_size, mode, solve_threshold, keep_min, keep_max, temperature, top_p,
                              top_k, max_new_tokens, seed, adaptive, policy)
-    if model is None:
-        from settle.trainer.student.bootstrap import bootstrap_student
-
-        with contextlib.redirect_stdout(sys.stderr):
-            model = bootstrap_student(Path("var/cache"))
-        err.print(f"no --model given: scoring with the bootstrap student {model}", markup=False)
-    source = load_student(model)
+    source = load_student(student_or_default(model, "scoring"))
     examples = read_settled(file)
     counts: dict[str, int] = {}
     out = sys.stdout.buffer
@@ -165,7 +159,9 @@ def score(
 @app.command()
 def calibrate(
     file: Annotated[Path, typer.Argument(help="settled examples as JSONL")],
-    model: Annotated[Path, typer.Option(help="exported student directory")],
+    model: Annotated[
+        Optional[Path], typer.Option(help="exported student directory (default: the bootstrap student, as `score`)")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="policy JSON to write")] = Path("policy.json"),
     k: K = 8,
     easy: Annotated[float, typer.Option(help="quantile below which examples are too easy")] = 0.25,
@@ -179,7 +175,7 @@ def calibrate(
     from settle.streams.scoring.score import calibrate_band
 
     existing_file(file)
-    source = load_student(model)
+    source = load_student(student_or_default(model, "calibrating"))
     examples = read_settled(file)
     try:
         policy = calibrate_band(examples, source, BandPolicy(mode="median", k=k), easy, hard, max_new_tokens)

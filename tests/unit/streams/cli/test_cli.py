@@ -182,18 +182,26 @@ def test_score_rejects_bad_policy_and_bad_lines(tmp_path: Path, student_dir: Pat
     assert code == 2 and "re-export" in err
 
 
-def test_calibrate_writes_a_policy_the_scorer_accepts(tmp_path: Path, bootstrapped_student: Path) -> None:
+def test_calibrate_writes_a_policy_the_scorer_accepts(
+    tmp_path: Path, bootstrapped_student: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from settle.schemas.codecs import encode as enc
     from settle.streams.settling.reference import settle_records
     from settle.streams.simulate import SimulationConfig, simulate
+    from settle.trainer.student.bootstrap import BootstrapRecipe, artifact_name
 
     examples = settle_records(enumerate(enc(e) for e in simulate(SimulationConfig(sessions=3, seed=4)))).examples
     settled = tmp_path / "settled.jsonl"
     settled.write_bytes(b"".join(enc(e) + b"\n" for e in examples))
     policy = tmp_path / "policy.json"
-    code, _, err = _run("calibrate", str(settled), "--model", str(bootstrapped_student), "--k", "2",
-                        "--max-new-tokens", "48", "-o", str(policy))
-    assert code == 0, err
+    # no --model: the bootstrap student, as `settle score` (it required --model); found in var/cache, where
+    # bootstrap_student unpacks it, here the session's already-trained one
+    cache = tmp_path / "var" / "cache"
+    cache.mkdir(parents=True)
+    (cache / artifact_name(BootstrapRecipe())).symlink_to(bootstrapped_student, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run("calibrate", str(settled), "--k", "2", "--max-new-tokens", "48", "-o", str(policy))
+    assert code == 0 and "no --model given: calibrating with the bootstrap student" in err, err
     written = json.loads(policy.read_text())
     assert written["mode"] == "median" and written["keep_min_median"] <= written["keep_max_median"]
     code, _, err = _run("score", str(settled), "--model", str(bootstrapped_student), "--policy", str(policy),

@@ -29,10 +29,12 @@ a long steady stream would see. The settled ids on `settled` must equal the pure
 tracker's, else the bench fails.
 
 Quix's closing strategy: `key` (the default here) closes a buffer's session only
-when that buffer speaks again; `partition` also closes quiet buffers' sessions as
-the partition's event time moves, which is what settle does with ticks, but it ran
-at ~77 events/s (NOTES.md). `key` is Quix's fast path and does a subset of
-settle's work, so it is the harder bar; `--quix-closing partition` measures the other.
+when that buffer speaks again, so the last session of a buffer that goes quiet is
+never emitted; `partition` also closes quiet buffers' sessions as the partition's
+event time moves, closer to what settle does with ticks, and is slower (NOTES.md
+saw ~77 events/s; 1,356 events/s on 31,109 events here on 2026-11-30). `key` is
+Quix's fast path and does a subset of settle's work, so it is the harder bar;
+`--quix-closing partition` measures the other.
 
     python bench/settle_throughput.py --sessions 600
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -45,15 +46,20 @@ def simulate(
     git: Annotated[Optional[Path], typer.Option(help="sessions from this repository's history instead")] = None,
     rev: Annotated[Optional[str], typer.Option(help="--git: revision range for git rev-list (default HEAD)")] = None,
     max_commits: Annotated[int, typer.Option(min=1, help="--git: at most this many commits")] = 30,
+    noise_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="per typing burst, the chance of a labelled noise episode (0.2 = the benches' rate)",
+    )] = 0.0,
+    noise_labels: Annotated[Optional[Path], typer.Option(
+        help="also write the noise labels here (JSON: request id -> class); they never travel on the wire",
+    )] = None,
 ) -> None:
     """Write simulated editor telemetry as JSONL, made from real source files (or a repository's history)."""
     from settle.schemas.jsonl import write_records
-    from settle.streams.simulate import SimulationConfig
-    from settle.streams.simulate import simulate as run_sim
+    from settle.streams.simulate import SimulationConfig, generate
 
     if source_dir is not None and not source_dir.is_dir():
         raise fail(f"{source_dir}: not a directory")
-    kwargs: dict[str, object] = {"sessions": sessions, "seed": seed, "final_tick": final_tick}
+    kwargs: dict[str, object] = {"sessions": sessions, "seed": seed, "final_tick": final_tick, "noise_rate": noise_rate}
     if source_dir is not None:
         kwargs["source_dir"] = source_dir
     if start == "now":
@@ -68,15 +74,20 @@ def simulate(
 
         if rev is not None and rev.startswith("-"):  # never an option smuggled into git
             raise fail(f"--rev must be a revision or range, not an option: {rev!r}")
+        if noise_rate or noise_labels is not None:
+            raise fail("--noise-rate and --noise-labels apply to simulated sessions, not to --git history")
         return simulate_git(git, rev, max_commits, seed, kwargs.get("start_ms"), out)  # type: ignore[arg-type]
     try:
-        events = run_sim(SimulationConfig(**kwargs))  # type: ignore[arg-type]
+        sim = generate(SimulationConfig(**kwargs))  # type: ignore[arg-type]
     except (OSError, ValueError) as exc:
         raise fail(str(exc)) from None
     if str(out) != "-":
         out.parent.mkdir(parents=True, exist_ok=True)
-    n = write_records(events, out)
-    err.print(f"wrote {n} events")
+    n = write_records(sim.events, out)
+    if noise_labels is not None:
+        noise_labels.parent.mkdir(parents=True, exist_ok=True)
+        noise_labels.write_text(json.dumps(sim.noise, indent=0, sort_keys=True) + "\n")
+    err.print(f"wrote {n} events" + (f", {len(sim.noise)} labelled noise requests" if noise_rate else ""))
 
 
 @app.command("reference")

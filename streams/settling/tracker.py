@@ -547,8 +547,10 @@ class Tracker:
             t = buf.last_ms
         if not ev.consent:
             return self._no_consent(ev, key, buf, t)
-        if buf is not None and ev.request_id in buf.seen:
+        if buf is not None and (ev.request_id in buf.seen or ev.request_id in buf.regions):
             # At-least-once producers and retried posts redeliver: the first copy decided.
+            # (An id still open counts even when the bounded memory of ids forgot it:
+            # a second region under the same key would corrupt the buffer's bookkeeping.)
             counts = self.stats.ignored_by_reason
             counts["redelivered_request"] = counts.get("redelivered_request", 0) + 1
             return []

@@ -302,6 +302,20 @@ def test_redelivered_request_is_ignored_open_or_settled() -> None:
     assert tr.flush() == [] and tr.stats.ignored_by_reason == {"redelivered_request": 2}
 
 
+def test_an_open_request_id_redelivered_after_the_id_memory_forgot_it_is_still_ignored() -> None:
+    """Found by the checkpoint campaign: with more requests than max_request_ids while one stays
+    open, a redelivery of the open id made a second region under the same key and a later fire
+    raised KeyError (a crashed worker on every restart)."""
+    tr = Tracker(TrackerConfig(max_request_ids=2))
+    assert tr.process(req(0, 10, "hello", rid="r1")) == []
+    for i, t in enumerate((100, 200, 300)):  # r1 falls out of the id memory, still open
+        tr.process(req(t, 0, "", rid=f"x{i}"))
+    assert tr.process(req(400, 10, "hello", rid="r1")) == []
+    assert tr.stats.ignored_by_reason == {"redelivered_request": 1}
+    settled = [o for o in tr.process(Tick(time_ms=60_000)) if isinstance(o, SettledExample)]
+    assert sorted(e.request_id for e in settled) == ["r1", "x0", "x1", "x2"]
+
+
 def test_encoding_may_change_once_regions_closed() -> None:
     tr = opened()
     out = tr.process(req(Q, 0, "é", rid="r2", enc="utf-8"))  # r1 settles first (rule b)

@@ -139,10 +139,8 @@ class Settings:
     record_time: bool = False
     #: seconds between wall-clock ticks into assigned partitions; 0 = off (replays, backfills)
     tick_interval_s: NonNegativeSeconds = 0.0
-    batch_size: Positive = 500
     #: settled examples scored together (one sampling batch)
     score_batch_size: Positive = 16
-    batch_within_s: Seconds = 0.05
     #: seconds between checkpoints of each partition's settle state; the commit point follows
     #: them, so a crash replays at most about this much input. 0 = no checkpoints: commit only
     #: below the oldest open region (holds every record up to the TTL; streams/kafka/checkpoints.py)

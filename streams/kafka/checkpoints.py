@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -101,10 +100,10 @@ class CheckpointStore:
     async def _start(self) -> tuple[AIOKafkaProducer, AIOKafkaConsumer]:
         async with self._lock:
             if self._producer is None or self._consumer is None:
-                kwargs: dict[str, Any] = client_kwargs(self.settings)
-                producer = AIOKafkaProducer(**kwargs, acks="all", max_request_size=4 * CHUNK_BYTES,
-                                            linger_ms=0)
-                consumer = AIOKafkaConsumer(**kwargs, group_id=self.group, enable_auto_commit=False,
+                producer = AIOKafkaProducer(**client_kwargs(self.settings), acks="all",
+                                            max_request_size=4 * CHUNK_BYTES, linger_ms=0)
+                consumer = AIOKafkaConsumer(**client_kwargs(self.settings), group_id=self.group,
+                                            enable_auto_commit=False,
                                             auto_offset_reset="none", fetch_max_bytes=8 * CHUNK_BYTES,
                                             max_partition_fetch_bytes=4 * CHUNK_BYTES)
                 await producer.start()

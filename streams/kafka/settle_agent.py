@@ -9,6 +9,10 @@ and re-reads only what came after it, so it emits byte-identical examples with
 the same ids as a worker that never stopped, and holds (and after a crash
 replays) only a few seconds of input, not the TTL of the oldest open region.
 
+Records come to the agent a broker fetch at a time (``BatchApp``,
+``streams/kafka/batching.py``), not one by one through Faust's conductor, queue
+and stream, which cost several times the settling itself (bench/settle_throughput.py).
+
 With ``checkpoint_interval_s = 0`` it falls back to committing only below the
 oldest open region's birth and rebuilding from there (no checkpoint topic).
 """
@@ -24,12 +28,13 @@ from dataclasses import replace
 from typing import Any
 
 import faust
-from faust.types import TP, EventT, StreamT
+from faust.types import TP, Message
 
 from settle.schemas.codecs import encode
 from settle.schemas.events import Tick
 
 from settle.streams.kafka import prometheus as metrics
+from settle.streams.kafka.batching import BatchApp
 from settle.streams.kafka.checkpoints import CheckpointStore, CheckpointUnavailable
 from settle.streams.kafka.security import faust_broker_settings
 from settle.streams.settings import CHECKPOINTS, DEAD_LETTER, EDITS, SETTLED, Settings
@@ -60,7 +65,9 @@ def base_app_settings(settings: Settings, role: str) -> dict[str, Any]:
 def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
     """Build the Faust app with the settle agent (and the live ticker when enabled)."""
     worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}"
-    app = faust.App(f"{settings.group_prefix}-settle", **base_app_settings(settings, "settle"))
+    # BatchApp: each fetch of `edits` comes to `settle` below as one list, not record by record
+    # through Faust's conductor, queue and stream (streams/kafka/batching.py).
+    app = BatchApp(f"{settings.group_prefix}-settle", **base_app_settings(settings, "settle"))
     edits = app.topic(settings.topic(EDITS), partitions=settings.partitions)
     outputs = {
         name: app.topic(settings.output_topic(name), partitions=settings.partitions)
@@ -73,7 +80,6 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
     #: one batch or one checkpoint at a time: a checkpoint taken while a batch's outputs are
     #: still in flight could be committed before they are on the broker
     busy = asyncio.Lock()
-    streams: list[StreamT] = []
 
 
     def make_settler(partition: int) -> PartitionSettler:
@@ -82,8 +88,8 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
             safety_policy=settings.safety,
         )
 
-    async def load(partition: int, offset: int) -> _Partition:
-        """The partition's state for a consumer about to read ``offset``: restored, or fresh."""
+    async def load(partition: int) -> _Partition:
+        """The partition's durable state: restored from its checkpoint, or fresh."""
         part = _Partition(make_settler(partition))
         if store is None:
             return part
@@ -91,31 +97,39 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
         try:
             found = await store.read(partition)
         except CheckpointUnavailable as exc:
-            log.warning("partition %d: %s; starting from offset %d with no state", partition, exc, offset)
+            log.warning("partition %d: %s; starting with no state", partition, exc)
             metrics.CHECKPOINT_RESTORES.labels("unavailable").inc()
             return part
         if found is None:
             metrics.CHECKPOINT_RESTORES.labels("none").inc()
             return part
         source_offset, blob = found
-        if source_offset < offset:
-            # The committed offset is past the checkpoint (a worker without checkpoints
-            # committed it): the records between are gone from reach, so the state would
-            # miss them. Start empty there, as a worker without checkpoints would.
-            log.warning("partition %d: checkpoint at %d is behind the committed offset %d; starting with no state",
-                        partition, source_offset, offset)
-            metrics.CHECKPOINT_RESTORES.labels("behind").inc()
-            return part
         try:
             part.settler.restore(blob)
         except CheckpointError as exc:
-            log.error("partition %d: %s; starting from offset %d with no state", partition, exc, offset)
+            log.error("partition %d: %s; starting with no state", partition, exc)
             metrics.CHECKPOINT_RESTORES.labels("corrupt").inc()
             return _Partition(make_settler(partition))
         part.covered = source_offset
         metrics.CHECKPOINT_RESTORES.labels("restored").inc()
         metrics.CHECKPOINT_SECONDS.labels("restore").observe(time.perf_counter() - started)
         log.info("partition %d: restored its checkpoint at offset %d (%d bytes)", partition, source_offset, len(blob))
+        return part
+
+    def behind(partition: int, part: _Partition, offset: int) -> _Partition:
+        """The state to apply the partition's first record (at ``offset``) to.
+
+        A checkpoint behind the committed offset (one a worker without checkpoints
+        committed past) misses the records between, so its state would be wrong:
+        start empty there instead, as a worker without checkpoints would.
+        """
+        part.started = True
+        if 0 <= part.covered < offset:
+            log.warning("partition %d: checkpoint at %d is behind the committed offset %d; starting with no state",
+                        partition, part.covered, offset)
+            metrics.CHECKPOINT_RESTORES.labels("behind").inc()
+            part = _Partition(make_settler(partition))
+            part.started = True
         return part
 
     if store is not None:
@@ -143,34 +157,35 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
                 assigned.add(tp.partition)
         log.info("settle worker %s owns partitions %s", worker_id, sorted(assigned))
 
-    @app.agent(edits, name="settle")
-    async def settle(stream: StreamT) -> None:
-        streams.append(stream)
-        async for batch in stream.noack_take(settings.batch_size, within=settings.batch_within_s):
-            async with busy:
-                await _handle_batch(stream, batch)
+    async def settle(batch: list[Message]) -> None:
+        async with busy:
+            await _handle_batch(batch)
 
-    async def _handle_batch(stream: StreamT, batch: list[EventT]) -> None:
+    app.topics.add(edits)  # subscribed with no agent: its records go to `settle` a fetch at a time
+    app.batch_handlers[edits.get_topic_name()] = settle
+
+    async def _handle_batch(batch: list[Message]) -> None:
         deliveries: list[Any] = []
         touched: set[int] = set()
         started = time.perf_counter()
-        for event in batch:
-            message = event.message
+        for message in batch:
             partition, offset = message.partition, message.offset
             if partition not in assigned:
                 continue  # stale record of a revoked partition: the new owner re-reads it
             part = parts.get(partition)
             if part is None:
-                part = parts[partition] = await load(partition, offset)
+                part = parts[partition] = await load(partition)
+            if not part.started:
+                part = parts[partition] = behind(partition, part, offset)
             settler = part.settler
             if settler.next_offset is not None and offset < settler.next_offset:
                 if offset >= part.covered:
                     # The consumer rewound (a rebalance handed the partition back and it
                     # resumed from the committed offset): go back to the durable state.
-                    part = parts[partition] = await load(partition, offset)
+                    part = parts[partition] = behind(partition, await load(partition), offset)
                     settler = part.settler
                 if settler.next_offset is not None and offset < settler.next_offset:
-                    part.pending.append(event)  # already reflected in the restored state
+                    part.pending.append(message)  # already reflected in the restored state
                     touched.add(partition)
                     continue
             # Faust gives the record timestamp in seconds; the partition clock counts ms.
@@ -180,7 +195,7 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
                 fut = await outputs[out.topic].send(key=out.key, value=out.value, force=True)
                 deliveries.append(fut)
                 metrics.OUTPUTS.labels(out.topic).inc()
-            part.pending.append(event)
+            part.pending.append(message)
             touched.add(partition)
         if batch:
             metrics.EVENT_SECONDS.observe((time.perf_counter() - started) / len(batch))
@@ -189,22 +204,26 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
         for partition in touched:
             part = parts.get(partition)
             if part is not None:
-                await _commit_point(stream, partition, part)
+                await _commit_point(partition, part)
         metrics.observe_settlers({p: part.settler for p, part in parts.items()})
 
-    if store is not None:
+    @app.timer(max(0.5, settings.checkpoint_interval_s / 2) if store is not None else 1.0)
+    async def maintain() -> None:
+        """Load newly assigned partitions' state, and checkpoint partitions whose input stopped.
 
-        @app.timer(max(0.5, settings.checkpoint_interval_s / 2))
-        async def checkpoint_quiet_partitions() -> None:
-            """Checkpoint partitions whose input stopped, so what they hold gets committed too."""
-            if not streams:
-                return
-            async with busy:
-                for partition, part in list(parts.items()):
-                    if part.pending and partition in assigned:
-                        await _commit_point(streams[0], partition, part)
+        Loading at once (not on a partition's first record) keeps its gauges and
+        open regions visible while it is quiet; checkpointing quiet partitions gets
+        what they hold committed too.
+        """
+        async with busy:
+            for partition in sorted(assigned - set(parts)):
+                parts[partition] = await load(partition)
+            for partition, part in list(parts.items()):
+                if part.pending and partition in assigned:
+                    await _commit_point(partition, part)
+            metrics.observe_settlers({p: part.settler for p, part in parts.items()})
 
-    async def _commit_point(stream: StreamT, partition: int, part: _Partition) -> None:
+    async def _commit_point(partition: int, part: _Partition) -> None:
         """Checkpoint when due, then acknowledge every record the durable state covers."""
         settler = part.settler
         if store is None:
@@ -222,8 +241,9 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
             safe = part.covered
         queue = part.pending
         metrics.HELD_RECORDS.labels(str(partition)).set(len(queue))
-        while queue and safe is not None and queue[0].message.offset < safe:
-            await stream.ack(queue.popleft())
+        ack = app.consumer.ack
+        while queue and safe is not None and queue[0].offset < safe:
+            ack(queue.popleft())
 
     if settings.tick_interval_s > 0:
 
@@ -240,15 +260,17 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
 class _Partition:
     """What the agent keeps per owned partition."""
 
-    __slots__ = ("settler", "pending", "covered", "checkpointed_at")
+    __slots__ = ("settler", "pending", "covered", "checkpointed_at", "started")
 
     def __init__(self, settler: PartitionSettler) -> None:
         self.settler = settler
         #: records handled but not yet acknowledged, in offset order
-        self.pending: collections.deque[EventT] = collections.deque()
+        self.pending: collections.deque[Message] = collections.deque()
         #: offsets below this are in the last durable checkpoint (-1: none)
         self.covered = -1
         self.checkpointed_at = time.monotonic()
+        #: whether a record was applied since it was loaded (the first one is checked against ``covered``)
+        self.started = False
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:

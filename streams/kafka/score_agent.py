@@ -33,6 +33,10 @@ from settle.streams.settings import DEAD_LETTER, KEPT, MODELS, SCORED, SETTLED, 
 
 log = logging.getLogger("settle.scorer")
 
+#: how long a batch of `settled` waits to fill up to score_batch_size (the removed
+#: Settings.batch_within_s default, which only the scorer still used)
+BATCH_WITHIN_S = 0.05
+
 
 class ModelHolder:
     """The scorer's current student. Read once per batch, so a whole batch is scored
@@ -118,7 +122,7 @@ def create_score_app(settings: Settings, holder: ModelHolder, config: ScoringCon
 
     @app.agent(settled, name="score")
     async def score(stream: StreamT) -> None:
-        async for batch in stream.noack_take(settings.score_batch_size, within=settings.batch_within_s):
+        async for batch in stream.noack_take(settings.score_batch_size, within=BATCH_WITHIN_S):
             records = [Consumed(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                 e.message.value or b"") for e in batch]
             started = time.perf_counter()

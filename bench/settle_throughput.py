@@ -90,8 +90,11 @@ class Run:
 
     @property
     def net_rate(self) -> float:
-        """events/s once the idle commit latency is taken off (a steady stream's rate)."""
-        return self.events / max(1e-9, self.seconds - self.latency)
+        """events/s once the idle commit latency is taken off (a steady stream's rate); NaN (n/a) when
+        the run is not at least twice its latency: the difference is then mostly noise."""
+        if self.seconds < 2 * self.latency:
+            return float("nan")
+        return self.events / (self.seconds - self.latency)
 
 
 # -- the pure tracker ----------------------------------------------------------------------
@@ -422,7 +425,8 @@ def main() -> None:
                   "", "")
     for name, run in runs.items():
         table.add_row(labels[name], f"{run.rate:,.0f}", f"{run.seconds:.2f}", f"{run.latency:.2f}",
-                      f"{run.net_rate:,.0f}", loads[name])
+                      "n/a (run too short)" if run.net_rate != run.net_rate else f"{run.net_rate:,.0f}",
+                      loads[name])
     console.print(table)
     if "settle" in runs:
         pipe = runs["settle"].rate

@@ -620,6 +620,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.rate <= 0 or args.minutes <= 0 or args.workers < 1 or args.interval_s <= 0:
         ap.error("--rate, --minutes, --interval-s must be > 0 and --workers >= 1")
+    if args.warmup_s >= args.minutes * 60 / 2:
+        ap.error(f"--warmup-s {args.warmup_s:g} leaves less than half of a {args.minutes:g}-minute run to measure:"
+                 " lengthen --minutes or shorten --warmup-s")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     plot_path = args.plot or Path("var/soak") / f"soak-{stamp}.png"
     console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets the whole table

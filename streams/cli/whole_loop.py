@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import time
 from collections import Counter
 from dataclasses import replace
@@ -39,6 +40,10 @@ from settle.streams.settling.reference import settle_records
 from settle.streams.simulate import SimulationConfig, continue_after, simulate
 
 MAX_NEW_TOKENS = 96
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _telemetry(seed: int, sessions: int, after: list[bytes] | None = None) -> list[bytes]:
@@ -93,6 +98,8 @@ def run_whole_loop(
     reference = {e.id: e for e in settle_records(enumerate(first)).examples}
     second_ids = {e.id for e in settle_records(enumerate(first + second)).examples} - set(reference)
 
+    # A SIGTERM (a supervisor, `timeout`) unwinds like Ctrl-C, so the broker, worker and scorer stop too.
+    signal.signal(signal.SIGTERM, _terminate)
     with EmbeddedBroker(port=port, log_path=work_dir / "broker.log") as broker:
         settings = Settings.from_env(bootstrap=broker.bootstrap, data_dir=work_dir / "worker")
         ensure_topics_sync(settings)

@@ -240,10 +240,10 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
                 metrics.CHECKPOINT_BYTES.labels(str(partition)).set(len(blob))
             safe = part.covered
         queue = part.pending
-        metrics.HELD_RECORDS.labels(str(partition)).set(len(queue))
         ack = app.consumer.ack
         while queue and safe is not None and queue[0].offset < safe:
             ack(queue.popleft())
+        metrics.HELD_RECORDS.labels(str(partition)).set(len(queue))
 
     if settings.tick_interval_s > 0:
 

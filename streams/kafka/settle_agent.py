@@ -73,14 +73,12 @@ def create_app(settings: Settings, worker_id: str | None = None) -> faust.App:
         name: app.topic(settings.output_topic(name), partitions=settings.partitions)
         for name in (SETTLED, DEAD_LETTER)
     }
-    checkpointing = settings.checkpoint_interval_s > 0
-    store = CheckpointStore(settings) if checkpointing else None
+    store = CheckpointStore(settings) if settings.checkpoint_interval_s > 0 else None
     parts: dict[int, _Partition] = {}
     assigned: set[int] = set()
     #: one batch or one checkpoint at a time: a checkpoint taken while a batch's outputs are
     #: still in flight could be committed before they are on the broker
     busy = asyncio.Lock()
-
 
     def make_settler(partition: int) -> PartitionSettler:
         return PartitionSettler(

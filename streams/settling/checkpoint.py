@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter, OrderedDict, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from settle.schemas.events import OffsetEncoding, PredictionRequested, Replacement
 from settle.streams.settling.tracker import Tracker, TrackerConfig, TrackerStats, _Buffer, _Region, _Shadow
+
+if TYPE_CHECKING:  # partition.py imports this module
+    from settle.streams.settling.partition import PartitionSettler
 
 __all__ = ["MAGIC", "VERSION", "CheckpointError", "SettlerState", "dumps", "loads", "capture", "rebuild"]
 
@@ -185,7 +188,7 @@ def rebuild_tracker(state: TrackerState, config: TrackerConfig) -> Tracker:
 # --------------------------------------------------------------------------- settler
 
 
-def capture(settler: Any) -> SettlerState:
+def capture(settler: PartitionSettler) -> SettlerState:
     """The state of a :class:`~settle.streams.settling.partition.PartitionSettler`."""
     safety = settler.safety
     return SettlerState(
@@ -201,7 +204,7 @@ def capture(settler: Any) -> SettlerState:
     )
 
 
-def rebuild(state: SettlerState, settler: Any) -> Any:
+def rebuild(state: SettlerState, settler: PartitionSettler) -> PartitionSettler:
     """Load ``state`` into a freshly made settler (its config, topic and policy are the caller's)."""
     if state.partition != settler.partition:
         raise CheckpointError(f"checkpoint of partition {state.partition} offered to partition {settler.partition}")
